@@ -1,0 +1,27 @@
+# moelab: build MoE models from dense LLaMA models, train, compress, evaluate, and mirror the papers' tables.
+# Demo scale: `snakemake --cores all` (config.yaml). One table: `snakemake --cores all <its file>`.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "config/schema.yaml")
+
+
+include: "rules/common.smk"
+include: "rules/download.smk"
+include: "rules/construct.smk"
+include: "rules/pretrain.smk"
+include: "rules/sft.smk"
+include: "rules/compress.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        rules.llama_moe.input,
+    default_target: True

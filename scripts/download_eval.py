@@ -1,0 +1,15 @@
+"""Copy one evaluation data set into resources/ (rule download_eval_data)."""
+
+from pathlib import Path
+
+from moelab.data import sources
+from moelab.provenance import Provenance
+from moelab.runtime import setup
+
+sm = snakemake  # noqa: F821
+log = setup(sm.log[0], sm.threads, 0)
+out = Path(sm.output[0])
+prov = Provenance(config={"task": sm.wildcards.task})
+sources.export_eval_task(sm.wildcards.task, out.parent)
+prov.write(out)
+log.info("evaluation data for %s in %s", sm.wildcards.task, out)

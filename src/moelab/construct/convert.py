@@ -1,0 +1,143 @@
+"""Dense LLaMA -> LLaMA-MoE weight surgery (LLaMA-MoE, arXiv 2406.16554, sec. 2-3).
+
+Expert e of layer l owns neurons S_e of the dense FFN: rows S_e of gate_proj and up_proj, columns S_e of
+down_proj. Everything else (embeddings, attention, norms, lm_head, tying) is copied unchanged.
+"""
+
+import math
+
+import torch
+from torch import nn
+from transformers import LlamaForCausalLM
+
+from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
+
+# Keys of the dense config that describe the checkpoint, not the architecture.
+_DROP_KEYS = (
+    "model_type",
+    "architectures",
+    "transformers_version",
+    "_name_or_path",
+    "auto_map",
+    "quantization_config",  # a GGUF-loaded dense model carries one; the MoE weights are plain tensors
+)
+
+
+def _check_partition(partition, num_layers: int, intermediate_size: int) -> list[list[torch.Tensor]]:
+    """Validate partition[layer][expert] -> LongTensor of neuron ids; return it as int64 tensors."""
+    if len(partition) != num_layers:
+        raise ValueError(
+            f"partition has {len(partition)} layers, the dense model has num_hidden_layers={num_layers}"
+        )
+    num_experts = len(partition[0])
+    out = []
+    for layer, experts in enumerate(partition):
+        if len(experts) != num_experts:
+            raise ValueError(f"partition[{layer}] has {len(experts)} experts, partition[0] has {num_experts}")
+        row = []
+        for e, idx in enumerate(experts):
+            idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
+            if idx.numel() == 0:
+                raise ValueError(f"partition[{layer}][{e}] is empty")
+            if idx.min() < 0 or idx.max() >= intermediate_size:
+                raise ValueError(
+                    f"partition[{layer}][{e}] has neuron ids outside [0, intermediate_size={intermediate_size})"
+                )
+            if idx.unique().numel() != idx.numel():
+                raise ValueError(f"partition[{layer}][{e}] repeats neuron ids")
+            row.append(idx)
+        out.append(row)
+    return out
+
+
+def init_router_(router: nn.Module, generator: torch.Generator) -> None:
+    """Initialise a router in place: gate-network Linear weights ~ kaiming-uniform(a=sqrt(5)) (torch's nn.Linear
+    default, as the LLaMA-MoE "mlp" gate upstream), noise weights (if any) zero (LLaMA-MoE upstream)."""
+    for name, module in router.named_modules():
+        if isinstance(module, nn.Linear):
+            if name == "weight_noise":
+                nn.init.zeros_(module.weight)
+            else:
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
+
+
+@torch.no_grad()
+def dense_to_moe(
+    dense_model: LlamaForCausalLM,
+    partition: list[list[torch.Tensor]],
+    *,
+    top_k: int,
+    router_type: str,
+    gate_network: str,
+    balance_loss_weight: float,
+    score_scale_factor: float | None = None,
+    seed: int,
+) -> LlamaMoEForCausalLM:
+    """Build a LLaMA-MoE model from a dense LLaMA by splitting every FFN along its neuron axis.
+
+    Args:
+        dense_model: a transformers LlamaForCausalLM (any size; SwiGLU FFN without bias).
+        partition: partition[layer][expert] = LongTensor of neuron ids of that expert (e.g. from
+            `random_split`); all layers must have the same number of experts N; sets may differ in size
+            (they need not be disjoint, as in Sharing-Inner).
+        top_k, router_type, gate_network, balance_loss_weight, score_scale_factor: LlamaMoEConfig fields.
+        seed: seeds the router initialisation (`init_router_`).
+    Returns: LlamaMoEForCausalLM in eval mode, same dtype as the dense model; expert e of layer l computes
+        down[:, S_e] (act(gate[S_e] x) * up[S_e] x) exactly.
+    Raises: ValueError for a partition that does not match the model, or an FFN with bias.
+    Source: LLaMA-MoE sec. 2.2 (expert construction), sec. 3.1 (partition methods).
+    """
+    cfg = dense_model.config
+    if getattr(cfg, "mlp_bias", False):
+        raise ValueError("dense_to_moe: mlp_bias=True FFNs are not supported (LLaMA FFNs have no bias)")
+    partition = _check_partition(partition, cfg.num_hidden_layers, cfg.intermediate_size)
+    num_experts = len(partition[0])
+    sizes = [[int(idx.numel()) for idx in layer] for layer in partition]
+    equal = cfg.intermediate_size % num_experts == 0 and all(
+        s == cfg.intermediate_size // num_experts for layer in sizes for s in layer
+    )
+    fields = {k: v for k, v in cfg.to_dict().items() if k not in _DROP_KEYS}
+    moe_cfg = LlamaMoEConfig(
+        **fields,
+        num_experts=num_experts,
+        top_k=top_k,
+        expert_sizes=None if equal else sizes,
+        router_type=router_type,
+        gate_network=gate_network,
+        balance_loss_weight=balance_loss_weight,
+        score_scale_factor=score_scale_factor,
+    )
+    dtype = next(dense_model.parameters()).dtype
+    moe = LlamaMoEForCausalLM(moe_cfg).to(dtype)
+
+    dense_sd = dense_model.state_dict()
+    moe_sd = moe.state_dict()
+    copied = 0
+    for key, tensor in dense_sd.items():
+        if ".mlp." in key:
+            continue
+        if key not in moe_sd or moe_sd[key].shape != tensor.shape:
+            raise ValueError(f"dense key {key} has no same-shaped counterpart in the MoE model")
+        moe_sd[key].copy_(tensor)
+        copied += 1
+    generator = torch.Generator().manual_seed(int(seed))
+    for layer_idx, (dense_layer, moe_layer) in enumerate(
+        zip(dense_model.model.layers, moe.model.layers, strict=True)
+    ):
+        idx = torch.cat(partition[layer_idx])  # neuron ids in expert order
+        experts = moe_layer.mlp.experts
+        experts.gate_proj.copy_(dense_layer.mlp.gate_proj.weight[idx])
+        experts.up_proj.copy_(dense_layer.mlp.up_proj.weight[idx])
+        experts.down_proj.copy_(dense_layer.mlp.down_proj.weight[:, idx])
+        init_router_(moe_layer.mlp.router, generator)
+    n_mlp = sum(1 for k in dense_sd if ".mlp." in k)
+    if n_mlp != 3 * cfg.num_hidden_layers:
+        raise ValueError(
+            f"expected 3 FFN weights per layer, found {n_mlp} for {cfg.num_hidden_layers} layers"
+        )
+    if cfg.tie_word_embeddings and moe.lm_head.weight.data_ptr() != moe.model.embed_tokens.weight.data_ptr():
+        raise ValueError(
+            "tie_word_embeddings is set but lm_head is not tied to embed_tokens after conversion"
+        )
+    moe.eval()
+    return moe

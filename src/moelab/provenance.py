@@ -1,0 +1,116 @@
+"""Provenance sidecars: every result file gets ``<file>.meta.json`` (ARCHITECTURE.md, Conventions).
+
+The sidecar records what produced the result: the config slice the step used, the git commit, package
+versions, sha256 of every input file, the seed and the wall time in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import time
+from collections.abc import Iterable
+from importlib import metadata
+from pathlib import Path
+
+TRACKED_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "lm_eval", "snakemake", "moelab")
+
+
+def sha256_path(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """sha256 hex digest of a file, or of a folder (digest over sorted relative paths and file digests).
+
+    Raises:
+        FileNotFoundError: the path does not exist.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"cannot hash {path}: it does not exist")
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(path)).encode())
+            h.update(sha256_path(f).encode())
+        return h.hexdigest()
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk_bytes):
+            h.update(block)
+    return h.hexdigest()
+
+
+def git_commit(cwd: str | Path | None = None) -> str:
+    """The current git commit (with ``-dirty`` if the tree has changes), or ``"unknown"`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        return commit + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
+    """Installed versions of ``names`` (``"absent"`` for a missing package) plus the Python version."""
+    versions = {"python": platform.python_version()}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return versions
+
+
+class Provenance:
+    """Collects provenance for one step and writes the sidecars of its outputs.
+
+    Usage::
+
+        prov = Provenance(config=cfg_slice, inputs=[...], seed=1227)
+        ...  # do the work
+        prov.write(output_path, extra={"steps": 40})
+    """
+
+    def __init__(self, config: dict, inputs: Iterable[str | Path] = (), seed: int | None = None):
+        self.config = config
+        self.inputs = [Path(p) for p in inputs]
+        self.seed = seed
+        self.start = time.time()
+
+    def record(self, extra: dict | None = None) -> dict:
+        """The sidecar content as a dict (input hashes computed now)."""
+        return {
+            "config": self.config,
+            "git_commit": git_commit(),
+            "versions": package_versions(),
+            "inputs": {str(p): sha256_path(p) for p in self.inputs},
+            "seed": self.seed,
+            "wall_time_s": round(time.time() - self.start, 3),
+            "host": {"platform": platform.platform(), "cpus": os.cpu_count()},
+            **({"extra": extra} if extra else {}),
+        }
+
+    def write(self, output: str | Path, extra: dict | None = None) -> Path:
+        """Write ``<output>.meta.json`` (or ``<folder>/meta.json`` for a folder output); returns its path."""
+        output = Path(output)
+        target = output / "meta.json" if output.is_dir() else output.with_name(output.name + ".meta.json")
+        write_json(target, self.record(extra))
+        return target
+
+
+def write_json(path: str | Path, obj) -> None:
+    """Write JSON atomically (temp file + rename), so an interrupted write never looks complete."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    os.replace(tmp, path)

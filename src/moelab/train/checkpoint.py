@@ -1,0 +1,73 @@
+"""Training checkpoints: model, optimiser, RNG and data-sampler state saved together (torchtitan habit).
+
+Layout: ``<ckpt_dir>/step-000040/`` holding ``model.safetensors``, ``optimizer.pt``, ``rng.pt``,
+``sampler.json`` and, written last, ``COMPLETE``. A folder without ``COMPLETE`` (a save interrupted by a
+kill) is ignored and overwritten. Only ``weights_only=True`` loads are used.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_model, save_model
+
+MARKER = "COMPLETE"
+
+
+def _step_dir(ckpt_dir: Path, step: int) -> Path:
+    return Path(ckpt_dir) / f"step-{step:06d}"
+
+
+def complete_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Complete checkpoint folders in ``ckpt_dir``, oldest first."""
+    ckpt_dir = Path(ckpt_dir)
+    if not ckpt_dir.is_dir():
+        return []
+    return sorted(p for p in ckpt_dir.glob("step-*") if (p / MARKER).exists())
+
+
+def latest_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest complete checkpoint folder, or None."""
+    found = complete_checkpoints(ckpt_dir)
+    return found[-1] if found else None
+
+
+def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, source, keep: int = 2) -> Path:
+    """Save everything needed to resume after ``step`` completed steps; prune to the newest ``keep``."""
+    final = _step_dir(ckpt_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    save_model(model, str(tmp / "model.safetensors"))
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+    (tmp / "sampler.json").write_text(json.dumps({"step": step, "sampler": source.state_dict()}))
+    (tmp / MARKER).write_text(f"{step}\n")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    for old in complete_checkpoints(ckpt_dir)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def load_checkpoint(path: Path, model, optimizer, source) -> int:
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns the number of completed steps.
+
+    Raises:
+        ValueError: the checkpoint is incomplete or its weights do not fit ``model``.
+    """
+    path = Path(path)
+    if not (path / MARKER).exists():
+        raise ValueError(f"checkpoint {path} is incomplete (no {MARKER} marker)")
+    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+        raise ValueError(f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}")
+    optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+    torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
+    state = json.loads((path / "sampler.json").read_text())
+    source.load_state_dict(state["sampler"])
+    return int(state["step"])

@@ -1,0 +1,61 @@
+"""Instruction tuning: chat template, loss on assistant tokens only, data sets mixed by weights.
+
+LLaMA-MoE v2 sec. "Two-stage post-training" and MoE-SFT (arXiv 2406.11256) train on assistant tokens
+only; the demo uses a static (uniform by default) mixture of the instruction data sets.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from moelab.data.chat import MixtureSampler, encode_chat
+from moelab.data.packing import read_jsonl
+from moelab.io import load_model, save_model
+from moelab.train.loop import TrainConfig, train
+
+
+class SFTSource:
+    """Adapts :class:`MixtureSampler` (stateful, resumable) to the training loop."""
+
+    def __init__(self, sampler: MixtureSampler):
+        self.sampler = sampler
+
+    def batch(self, step: int) -> dict:
+        return self.sampler.next_batch()
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
+
+
+def encode_datasets(data: dict[str, Path], tokenizer, max_len: int) -> dict[str, list[dict]]:
+    """Encode every chat example of every data set (``messages`` field) with assistant-only labels."""
+    return {d: [encode_chat(r["messages"], tokenizer, max_len) for r in read_jsonl(p)] for d, p in data.items()}
+
+
+def run_sft(
+    model_dir: Path,
+    data: dict[str, Path],
+    section: dict,
+    out_dir: Path,
+    log_csv: Path,
+    ckpt_dir: Path,
+    seed: int,
+    device: str = "cpu",
+    dtype: str = "float32",
+) -> dict:
+    """Instruction-tune ``model_dir`` as ``section`` (the config's ``sft:``) says and save to ``out_dir``."""
+    model, tokenizer = load_model(model_dir, dtype=dtype, device=device)
+    encoded = encode_datasets(data, tokenizer, section["max_len"])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    sampler = MixtureSampler(encoded, section["domain_weights"], section["batch_size"], seed, pad_id)
+    summary = train(model, SFTSource(sampler), TrainConfig.from_section(section, seed), ckpt_dir,
+                    Path(ckpt_dir) / "log.csv", device)
+    save_model(model, tokenizer, out_dir)
+    Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(Path(ckpt_dir) / "log.csv", log_csv)
+    summary["examples"] = {d: len(v) for d, v in encoded.items()}
+    return summary

@@ -1,0 +1,31 @@
+"""Shared fixtures: tiny seeded LLaMA models (hidden 64, 2-4 layers) for fast tests."""
+
+import os
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def tiny_llama(num_layers: int = 2, vocab: int = 256, seed: int = 0) -> LlamaForCausalLM:
+    """A seeded random LLaMA: hidden 64, intermediate 128, 4 heads, 2 KV heads."""
+    torch.manual_seed(seed)
+    cfg = LlamaConfig(
+        vocab_size=vocab,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        tie_word_embeddings=True,
+    )
+    return LlamaForCausalLM(cfg).eval()
+
+
+@pytest.fixture
+def tiny_model():
+    return tiny_llama()

@@ -1,0 +1,74 @@
+"""Config validation: the schema and the cross-field checks name the offending key."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from snakemake.exceptions import WorkflowError
+from snakemake.utils import validate
+
+from moelab.config import ConfigError, check_config
+
+ROOT = Path(__file__).resolve().parents[1]
+SCHEMA = str(ROOT / "config" / "schema.yaml")
+
+
+def default_config():
+    return yaml.safe_load((ROOT / "config.yaml").read_text())
+
+
+def merged(override: dict) -> dict:
+    """Snakemake's --configfile semantics: nested dicts are updated, not replaced."""
+    cfg = default_config()
+
+    def update(dst, src):
+        for k, v in src.items():
+            if isinstance(v, dict) and isinstance(dst.get(k), dict):
+                update(dst[k], v)
+            else:
+                dst[k] = v
+
+    update(cfg, override)
+    return cfg
+
+
+@pytest.mark.parametrize("path", ["config.yaml", "config/smoke.yaml"])
+def test_shipped_configs_validate(path):
+    cfg = default_config() if path == "config.yaml" else merged(yaml.safe_load((ROOT / path).read_text()))
+    validate(cfg, SCHEMA)
+    check_config(cfg)
+
+
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (lambda c: c["pretrain"].update(steps=-5), "steps"),
+        (lambda c: c["construct"].update(method="magic"), "magic"),
+        (lambda c: c.update(colour="blue"), "colour"),
+        (lambda c: c["pretrain"].update(stepz=3), "stepz"),
+        (lambda c: c["evaluate"].update(limit="ten"), "ten"),
+    ],
+)
+def test_schema_errors_name_the_key(mutate, needle):
+    cfg = copy.deepcopy(default_config())
+    mutate(cfg)
+    with pytest.raises(WorkflowError, match=needle):
+        validate(cfg, SCHEMA)
+
+
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (lambda c: c["construct"].update(top_k=9), "construct.top_k"),
+        (lambda c: c["pretrain"]["domain_weights"].update(arxiv=0.1), "arxiv"),
+        (lambda c: c["sft"]["domain_weights"].update(poetry=1.0), "poetry"),
+        (lambda c: c["compress"].update(calib_domain="math"), "compress.calib_domain"),
+        (lambda c: c["model"].update(source="pretrained"), "model.pretrained"),
+    ],
+)
+def test_cross_field_errors_name_the_key(mutate, needle):
+    cfg = copy.deepcopy(default_config())
+    mutate(cfg)
+    with pytest.raises(ConfigError, match=needle):
+        check_config(cfg)
