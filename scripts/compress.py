@@ -1,7 +1,5 @@
 """Block Drop on the instruction-tuned model (rule compress)."""
 
-from pathlib import Path
-
 import torch
 
 from moelab.compress import block_drop
@@ -20,8 +18,13 @@ blocks = pack_texts((r["text"] for r in read_jsonl(sm.input.calib)), tokenizer, 
 pick = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(sm.params.seed))
 calib = blocks[pick[: cfg.get("calib_sequences", 16)]].to(model.device)
 before = count_parameters(model)
-result = block_drop(model, [{"input_ids": b} for b in calib.split(4)], cfg["n_drop"], cfg.get("mode", "discrete"),
-                    PER_LAYER_FIELDS)
+result = block_drop(
+    model,
+    [{"input_ids": b} for b in calib.split(4)],
+    cfg["n_drop"],
+    cfg.get("mode", "discrete"),
+    PER_LAYER_FIELDS,
+)
 result["params_before"], result["params_after"] = before, count_parameters(model)
 log.info("block drop: %s", result)
 save_model(model, tokenizer, sm.output.model)

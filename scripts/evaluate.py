@@ -2,7 +2,6 @@
 
 from pathlib import Path
 
-import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
 from moelab.evaluate import run_lm_eval
 from moelab.provenance import Provenance, write_json
 from moelab.runtime import resolve_device, setup

@@ -360,8 +360,8 @@ def test_smollm2_scores_above_chance(eval_dir, tmp_path_factory):
     model.save_pretrained(out)
     AutoTokenizer.from_pretrained(src, gguf_file=GGUF).save_pretrained(out)
 
-    result = run_lm_eval(out, ["arc_easy", "piqa", "sciq"], eval_dir, limit=50)
-    # chance: 0.25, 0.5, 0.25; measured 0.48, 0.68, 0.76 (lm-eval 0.4.13, CPU float32)
+    # SciQ (0.76 measured) is left out: its long support paragraphs make it the slowest task (~50 s).
+    result = run_lm_eval(out, ["arc_easy", "piqa"], eval_dir, limit=50)
+    # chance: 0.25, 0.5; measured 0.48, 0.68 (lm-eval 0.4.13, CPU float32)
     assert result["primary"]["arc_easy"] > 0.38
     assert result["primary"]["piqa"] > 0.6
-    assert result["primary"]["sciq"] > 0.5

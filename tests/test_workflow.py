@@ -17,7 +17,9 @@ WORKFLOW_FILES = ("Snakefile", "config.yaml", "config", "rules", "scripts", "rep
 def snakemake(*args, cwd=ROOT, check=True):
     proc = subprocess.run([*SNAKEMAKE, *args], cwd=cwd, capture_output=True, text=True)
     if check and proc.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -33,7 +35,15 @@ def test_dry_run(configfile, tmp_path):
     wf = copy_workflow(tmp_path)
     args = ["-n", "--cores", "2"] + (["--configfile", configfile] if configfile else [])
     out = snakemake(*args, cwd=wf).stdout
-    for rule in ("download_model", "construct", "pretrain", "sft", "compress", "evaluate", "llama_moe_table_main"):
+    for rule in (
+        "download_model",
+        "construct",
+        "pretrain",
+        "sft",
+        "compress",
+        "evaluate",
+        "llama_moe_table_main",
+    ):
         assert rule in out
 
 
@@ -46,6 +56,18 @@ def test_bad_config_fails_naming_the_key(tmp_path):
     wf = copy_workflow(tmp_path)
     proc = snakemake("-n", "--config", "seed=-1", cwd=wf, check=False)
     assert proc.returncode != 0 and "seed" in proc.stdout + proc.stderr
+
+
+def test_missing_model_file_fails_and_leaves_no_output(tmp_path):
+    wf = copy_workflow(tmp_path)
+    (wf / "bad.yaml").write_text("model: {gguf_file: nope.gguf}\n")
+    proc = snakemake(
+        "resources/models/dense", "--cores", "1", "--configfile", "bad.yaml", cwd=wf, check=False
+    )
+    assert proc.returncode != 0
+    assert "nope.gguf" in (wf / "logs" / "download" / "model.log").read_text()
+    assert not (wf / "resources" / "models" / "dense").exists()
+    assert not (wf / "resources" / "models" / "dense.tmp").exists()
 
 
 @pytest.mark.slow
@@ -69,5 +91,7 @@ def test_smoke_workflow_end_to_end(tmp_path):
     manifest = json.loads((wf / "resources" / "manifest.json").read_text())
     assert any(k.endswith(".safetensors") for k in manifest)
     # rebuilding one table by naming its file does no work when nothing changed
-    again = snakemake("--cores", "1", "--configfile", "config/smoke.yaml", "results/papers/llama_moe/table_main.md", cwd=wf)
+    again = snakemake(
+        "results/papers/llama_moe/table_main.md", "--cores", "1", "--configfile", "config/smoke.yaml", cwd=wf
+    )
     assert "Nothing to be done" in again.stdout + again.stderr

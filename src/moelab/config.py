@@ -23,12 +23,18 @@ def check_config(cfg: dict) -> None:
     sft_domains = set(cfg["data"]["sft_domains"])
     for key in cfg["sft"]["domain_weights"]:
         if key not in sft_domains:
-            raise ConfigError(f"sft.domain_weights has data set {key!r} that is not in data.sft_domains {sorted(sft_domains)}")
+            raise ConfigError(
+                f"sft.domain_weights has data set {key!r} that is not in data.sft_domains {sorted(sft_domains)}"
+            )
     calib = cfg["compress"].get("calib_domain", "web")
     if calib not in domains:
-        raise ConfigError(f"compress.calib_domain={calib!r} is not in data.pretrain_domains {sorted(domains)}")
+        raise ConfigError(
+            f"compress.calib_domain={calib!r} is not in data.pretrain_domains {sorted(domains)}"
+        )
     m = cfg["model"]
-    needed = {"gguf": ("gguf_package", "gguf_file"), "pretrained": ("pretrained",), "tiny": ("tiny",)}[m["source"]]
+    needed = {"gguf": ("gguf_package", "gguf_file"), "pretrained": ("pretrained",), "tiny": ("tiny",)}[
+        m["source"]
+    ]
     for key in needed:
         if key not in m:
             raise ConfigError(f"model.source={m['source']!r} needs model.{key}")

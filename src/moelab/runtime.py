@@ -24,7 +24,9 @@ def setup(log: str | Path | None, threads: int = 1, seed: int = 0) -> logging.Lo
         Path(log).parent.mkdir(parents=True, exist_ok=True)
         fh = open(log, "a", buffering=1)  # noqa: SIM115 - lives as long as the process
         sys.stdout = sys.stderr = fh
-    logging.basicConfig(stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True)
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", force=True
+    )
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -10,4 +10,12 @@ from moelab.compress.drop import (
     drop_blocks,
 )
 
-__all__ = ["DROP_MODES", "block_drop", "block_drop_scores", "block_hidden_states", "block_similarity", "choose_blocks", "drop_blocks"]
+__all__ = [
+    "DROP_MODES",
+    "block_drop",
+    "block_drop_scores",
+    "block_hidden_states",
+    "block_similarity",
+    "choose_blocks",
+    "drop_blocks",
+]

@@ -45,7 +45,9 @@ def block_hidden_states(model, input_ids: torch.Tensor, attention_mask: torch.Te
     finally:
         for h in handles:
             h.remove()
-    keep = attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+    keep = (
+        attention_mask.bool() if attention_mask is not None else torch.ones_like(input_ids, dtype=torch.bool)
+    )
     return [h[keep] for h in captured]
 
 
@@ -61,7 +63,9 @@ def block_similarity(hidden: list[torch.Tensor], n: int = 1) -> torch.Tensor:
     L = len(hidden) - 1
     if not 1 <= n <= L:
         raise ValueError(f"block drop window n={n} must lie in [1, {L}] (the model has {L} blocks)")
-    return torch.stack([F.cosine_similarity(hidden[i], hidden[i + n], dim=-1).mean() for i in range(L - n + 1)])
+    return torch.stack(
+        [F.cosine_similarity(hidden[i], hidden[i + n], dim=-1).mean() for i in range(L - n + 1)]
+    )
 
 
 def choose_blocks(scores: torch.Tensor, n_drop: int, mode: str = "discrete") -> list[int]:
@@ -73,7 +77,9 @@ def choose_blocks(scores: torch.Tensor, n_drop: int, mode: str = "discrete") -> 
         raise ValueError(f"unknown block drop mode {mode!r}; valid: {', '.join(DROP_MODES)}")
     if mode == "discrete":
         if not 0 <= n_drop < len(scores):
-            raise ValueError(f"compress.n_drop={n_drop} must lie in [0, {len(scores) - 1}] for {len(scores)} blocks")
+            raise ValueError(
+                f"compress.n_drop={n_drop} must lie in [0, {len(scores) - 1}] for {len(scores)} blocks"
+            )
         return sorted(torch.topk(scores, n_drop).indices.tolist()) if n_drop else []
     start = int(torch.argmax(scores))
     return list(range(start, start + n_drop))
@@ -126,7 +132,9 @@ def block_drop_scores(model, batches, n: int = 1) -> torch.Tensor:
     return total / count
 
 
-def block_drop(model, batches, n_drop: int, mode: str = "discrete", per_layer_fields: tuple[str, ...] = ()) -> dict:
+def block_drop(
+    model, batches, n_drop: int, mode: str = "discrete", per_layer_fields: tuple[str, ...] = ()
+) -> dict:
     """Score blocks on calibration ``batches``, drop ``n_drop`` of them in place; returns what was done.
 
     Returns:
@@ -138,4 +146,9 @@ def block_drop(model, batches, n_drop: int, mode: str = "discrete", per_layer_fi
     scores = block_drop_scores(model, batches, n=window)
     dropped = choose_blocks(scores, n_drop, mode) if n_drop else []
     drop_blocks(model, dropped, per_layer_fields)
-    return {"mode": mode, "n_drop": n_drop, "scores": [round(float(s), 6) for s in scores], "dropped": dropped}
+    return {
+        "mode": mode,
+        "n_drop": n_drop,
+        "scores": [round(float(s), 6) for s in scores],
+        "dropped": dropped,
+    }

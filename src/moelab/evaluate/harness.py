@@ -162,9 +162,11 @@ def run_lm_eval(
             from lm_eval.models.huggingface import HFLM
             from transformers import AutoModelForCausalLM, AutoTokenizer
 
+            import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
+
             tokenizer = AutoTokenizer.from_pretrained(model_dir)
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
+            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal")
             raw = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=[TASK_PREFIX + t for t in tasks],

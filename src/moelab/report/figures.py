@@ -11,7 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 
-def plot_loss_curves(logs: dict[str, Path], out_png: Path, out_pdf: Path, title: str, smooth: int = 5) -> None:
+def plot_loss_curves(
+    logs: dict[str, Path], out_png: Path, out_pdf: Path, title: str, smooth: int = 5
+) -> None:
     """LM loss (without balance loss) against training tokens, one line per run.
 
     Args:
@@ -26,7 +28,12 @@ def plot_loss_curves(logs: dict[str, Path], out_png: Path, out_pdf: Path, title:
         if df.empty:
             raise ValueError(f"training log {path} has no rows")
         line = ax.plot(df["tokens"], df["lm_loss"], alpha=0.3)[0]
-        ax.plot(df["tokens"], df["lm_loss"].rolling(smooth, min_periods=1).mean(), color=line.get_color(), label=label)
+        ax.plot(
+            df["tokens"],
+            df["lm_loss"].rolling(smooth, min_periods=1).mean(),
+            color=line.get_color(),
+            label=label,
+        )
     ax.set_xlabel("training tokens")
     ax.set_ylabel("LM loss (nats/token)")
     ax.set_title(title)

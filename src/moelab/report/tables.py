@@ -105,7 +105,9 @@ def llama_moe_main_notes(ours: dict[str, dict], config: dict, chance: float) -> 
         f"chance = {chance:.1f}): " + ", ".join(f"{s} {a:.1f}" for s, a in avg.items()) + ".",
     ]
     if {"dense", "moe", "pretrain"} <= avg.keys():
-        tokens = config["pretrain"]["steps"] * config["pretrain"]["batch_size"] * config["pretrain"]["seq_len"]
+        tokens = (
+            config["pretrain"]["steps"] * config["pretrain"]["batch_size"] * config["pretrain"]["seq_len"]
+        )
         drop, rec = avg["dense"] - avg["moe"], avg["pretrain"] - avg["moe"]
         verdict = "holds" if avg["pretrain"] >= avg["dense"] - 1.0 else "does not hold at this scale"
         lines.append(

@@ -65,7 +65,9 @@ def load_checkpoint(path: Path, model, optimizer, source) -> int:
         raise ValueError(f"checkpoint {path} is incomplete (no {MARKER} marker)")
     missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
     if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
-        raise ValueError(f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}")
+        raise ValueError(
+            f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     torch.set_rng_state(torch.load(path / "rng.pt", weights_only=True)["torch"])
     state = json.loads((path / "sampler.json").read_text())

@@ -23,7 +23,18 @@ from tqdm.auto import tqdm
 from moelab.io import lm_loss
 from moelab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 
-LOG_FIELDS = ("step", "loss", "lm_loss", "aux_loss", "lr", "grad_norm", "tokens", "tokens_per_s", "elapsed_s", "domains")
+LOG_FIELDS = (
+    "step",
+    "loss",
+    "lm_loss",
+    "aux_loss",
+    "lr",
+    "grad_norm",
+    "tokens",
+    "tokens_per_s",
+    "elapsed_s",
+    "domains",
+)
 
 
 @dataclass
@@ -64,7 +75,9 @@ class TrainConfig:
 class BatchSource(Protocol):
     """What the loop draws batches from: ``batch(step)`` plus a resumable state."""
 
-    def batch(self, step: int) -> dict: ...  # input_ids [B, T], labels [B, T], optional attention_mask, domains
+    def batch(
+        self, step: int
+    ) -> dict: ...  # input_ids [B, T], labels [B, T], optional attention_mask, domains
 
     def state_dict(self) -> dict: ...
 
@@ -153,7 +166,11 @@ def train(
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             optimizer.step()
-            n_tok = int(batch["attention_mask"].sum()) if "attention_mask" in batch else batch["input_ids"].numel()
+            n_tok = (
+                int(batch["attention_mask"].sum())
+                if "attention_mask" in batch
+                else batch["input_ids"].numel()
+            )
             tokens += n_tok
             run_tokens += n_tok
             aux = getattr(out, "aux_loss", None)

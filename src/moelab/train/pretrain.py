@@ -49,7 +49,9 @@ def split_validation(blocks: dict[str, torch.Tensor], n_val: int = VAL_BLOCKS):
     train_b, val_b = {}, {}
     for d, b in blocks.items():
         if len(b) <= n_val:
-            raise ValueError(f"domain {d!r} packs into only {len(b)} blocks; need more than {n_val} (raise pretrain_max_chars)")
+            raise ValueError(
+                f"domain {d!r} packs into only {len(b)} blocks; need more than {n_val} (raise pretrain_max_chars)"
+            )
         train_b[d], val_b[d] = b[:-n_val], b[-n_val:]
     return train_b, val_b
 
@@ -80,8 +82,14 @@ def run_pretrain(
     train_blocks, val_blocks = split_validation(blocks)
     sampler = DomainSampler(train_blocks, section["domain_weights"], section["batch_size"], seed)
     before = domain_losses(model, val_blocks, device)
-    summary = train(model, PretrainSource(sampler), TrainConfig.from_section(section, seed), ckpt_dir,
-                    Path(ckpt_dir) / "log.csv", device)
+    summary = train(
+        model,
+        PretrainSource(sampler),
+        TrainConfig.from_section(section, seed),
+        ckpt_dir,
+        Path(ckpt_dir) / "log.csv",
+        device,
+    )
     after = domain_losses(model, val_blocks, device)
     save_model(model, tokenizer, out_dir)
     Path(log_csv).parent.mkdir(parents=True, exist_ok=True)

@@ -33,7 +33,9 @@ class SFTSource:
 
 def encode_datasets(data: dict[str, Path], tokenizer, max_len: int) -> dict[str, list[dict]]:
     """Encode every chat example of every data set (``messages`` field) with assistant-only labels."""
-    return {d: [encode_chat(r["messages"], tokenizer, max_len) for r in read_jsonl(p)] for d, p in data.items()}
+    return {
+        d: [encode_chat(r["messages"], tokenizer, max_len) for r in read_jsonl(p)] for d, p in data.items()
+    }
 
 
 def run_sft(
@@ -52,8 +54,14 @@ def run_sft(
     encoded = encode_datasets(data, tokenizer, section["max_len"])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sampler = MixtureSampler(encoded, section["domain_weights"], section["batch_size"], seed, pad_id)
-    summary = train(model, SFTSource(sampler), TrainConfig.from_section(section, seed), ckpt_dir,
-                    Path(ckpt_dir) / "log.csv", device)
+    summary = train(
+        model,
+        SFTSource(sampler),
+        TrainConfig.from_section(section, seed),
+        ckpt_dir,
+        Path(ckpt_dir) / "log.csv",
+        device,
+    )
     save_model(model, tokenizer, out_dir)
     Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(Path(ckpt_dir) / "log.csv", log_csv)
