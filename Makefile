@@ -22,7 +22,7 @@ run: setup
 	$(BIN)/snakemake --cores all
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check src scripts tests benchmarks

@@ -15,7 +15,14 @@ slows all alike); the minimum per variant is reported.
 
 import argparse
 import json
+import os
 import time
+
+# OpenMP threads spin-wait between parallel regions by default (OMP_WAIT_POLICY=ACTIVE in libgomp). When another
+# process holds a core, the spinning threads take CPU from the working one and every small kernel stalls: an MoE
+# layer (many mid-sized kernels) then runs up to 6x slower than alone while one big GEMM barely suffers. PASSIVE
+# makes idle threads sleep. It must be set before torch loads OpenMP; export OMP_WAIT_POLICY=ACTIVE to compare.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch
 from transformers import LlamaConfig, MixtralConfig
@@ -148,7 +155,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.device}, {args.dtype}")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, {args.device}, {args.dtype}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}"
+    )
     results = [bench_shape(name, SHAPES[name], args) for name in args.shapes]
     for r in results:
         report(r)

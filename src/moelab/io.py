@@ -43,14 +43,21 @@ def save_model(model, tokenizer, out: str | Path) -> Path:
 
 
 def count_parameters(model) -> dict[str, int]:
-    """Total parameters and, for LlamaMoE, the parameters active per token (top_k of num_experts experts)."""
+    """Total parameters and parameters active per token.
+
+    For LlamaMoE, routed MLP experts count ``top_k / num_experts`` of their parameters in each layer (shared
+    experts and dense layers count fully). Attention-MoE heads are counted as active: every head still runs.
+    """
     total = sum(p.numel() for p in model.parameters())
     cfg = model.config
-    active = total
-    if getattr(cfg, "num_experts", None) and getattr(cfg, "top_k", None):
-        expert = sum(p.numel() for n, p in model.named_parameters() if ".experts." in n)
-        active = total - expert + expert * cfg.top_k // cfg.num_experts
-    return {"total": total, "active": active}
+    if not hasattr(cfg, "layer_num_experts"):
+        return {"total": total, "active": total}
+    routed = 0.0
+    for name, p in model.named_parameters():
+        if ".mlp.experts." in name:
+            layer = int(name.split(".layers.")[1].split(".")[0])
+            routed += p.numel() * (1 - cfg.top_k / cfg.layer_num_experts(layer))
+    return {"total": total, "active": int(total - routed)}
 
 
 def lm_loss(model, out) -> float:

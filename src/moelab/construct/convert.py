@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from transformers import LlamaForCausalLM
 
-from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
+from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM, dense_layer_types
 
 # Keys of the dense config that describe the checkpoint, not the architecture.
 _DROP_KEYS = (
@@ -70,8 +70,11 @@ def dense_to_moe(
     router_type: str,
     gate_network: str,
     balance_loss_weight: float,
-    score_scale_factor: float | None = None,
+    score_scale_factor: float | list | None = None,
     seed: int,
+    num_shared_experts: int = 0,
+    shared_expert_scale: float = 1.0,
+    dense_layers: tuple[int, ...] | list[int] = (),
 ) -> LlamaMoEForCausalLM:
     """Build a LLaMA-MoE model from a dense LLaMA by splitting every FFN along its neuron axis.
 
@@ -82,6 +85,11 @@ def dense_to_moe(
             (they need not be disjoint, as in Sharing-Inner).
         top_k, router_type, gate_network, balance_loss_weight, score_scale_factor: LlamaMoEConfig fields.
         seed: seeds the router initialisation (`init_router_`).
+        num_shared_experts: the first `num_shared_experts` sets of every layer's partition become always-on
+            shared experts (LLaMA-MoE v2 "1+7top1"), the rest are routed (N = sets - num_shared_experts).
+        shared_expert_scale: output scale of the shared experts (v2: 1.0, unscaled).
+        dense_layers: decoder layers (indices, negative allowed) that keep their dense FFN unchanged
+            (LLaMA-MoE v2: first/last layers); their partition entries are ignored.
     Returns: LlamaMoEForCausalLM in eval mode, same dtype as the dense model; expert e of layer l computes
         down[:, S_e] (act(gate[S_e] x) * up[S_e] x) exactly.
     Raises: ValueError for a partition that does not match the model, or an FFN with bias.
@@ -91,8 +99,15 @@ def dense_to_moe(
     if getattr(cfg, "mlp_bias", False):
         raise ValueError("dense_to_moe: mlp_bias=True FFNs are not supported (LLaMA FFNs have no bias)")
     partition = _check_partition(partition, cfg.num_hidden_layers, cfg.intermediate_size)
-    num_experts = len(partition[0])
-    sizes = [[int(idx.numel()) for idx in layer] for layer in partition]
+    n_shared = int(num_shared_experts)
+    if not 0 <= n_shared < len(partition[0]):
+        raise ValueError(
+            f"num_shared_experts={n_shared} must lie in [0, {len(partition[0])}) (experts in the partition)"
+        )
+    num_experts = len(partition[0]) - n_shared
+    types = dense_layer_types(cfg.num_hidden_layers, dense_layers)
+    sizes = [[int(idx.numel()) for idx in layer[n_shared:]] for layer in partition]
+    shared_sizes = [[int(idx.numel()) for idx in layer[:n_shared]] for layer in partition]
     equal = cfg.intermediate_size % num_experts == 0 and all(
         s == cfg.intermediate_size // num_experts for layer in sizes for s in layer
     )
@@ -106,6 +121,10 @@ def dense_to_moe(
         gate_network=gate_network,
         balance_loss_weight=balance_loss_weight,
         score_scale_factor=score_scale_factor,
+        num_shared_experts=n_shared,
+        shared_expert_sizes=shared_sizes if n_shared else None,
+        shared_expert_scale=shared_expert_scale,
+        mlp_layer_types=types if "dense" in types else None,
     )
     dtype = next(dense_model.parameters()).dtype
     moe = LlamaMoEForCausalLM(moe_cfg).to(dtype)
@@ -114,7 +133,9 @@ def dense_to_moe(
     moe_sd = moe.state_dict()
     copied = 0
     for key, tensor in dense_sd.items():
-        if ".mlp." in key:
+        if ".mlp." in key and not any(
+            key.startswith(f"model.layers.{i}.mlp.") for i in moe_cfg.dense_layer_indices
+        ):
             continue
         if key not in moe_sd or moe_sd[key].shape != tensor.shape:
             raise ValueError(f"dense key {key} has no same-shaped counterpart in the MoE model")
@@ -124,12 +145,19 @@ def dense_to_moe(
     for layer_idx, (dense_layer, moe_layer) in enumerate(
         zip(dense_model.model.layers, moe.model.layers, strict=True)
     ):
-        idx = torch.cat(partition[layer_idx])  # neuron ids in expert order
-        experts = moe_layer.mlp.experts
-        experts.gate_proj.copy_(dense_layer.mlp.gate_proj.weight[idx])
-        experts.up_proj.copy_(dense_layer.mlp.up_proj.weight[idx])
-        experts.down_proj.copy_(dense_layer.mlp.down_proj.weight[:, idx])
-        init_router_(moe_layer.mlp.router, generator)
+        if not moe_cfg.is_moe_layer(layer_idx):
+            continue  # dense FFN copied above
+        dense_mlp, block = dense_layer.mlp, moe_layer.mlp
+        idx = torch.cat(partition[layer_idx][n_shared:])  # routed neuron ids in expert order
+        block.experts.gate_proj.copy_(dense_mlp.gate_proj.weight[idx])
+        block.experts.up_proj.copy_(dense_mlp.up_proj.weight[idx])
+        block.experts.down_proj.copy_(dense_mlp.down_proj.weight[:, idx])
+        if n_shared:
+            idx = torch.cat(partition[layer_idx][:n_shared])
+            block.shared_experts.gate_proj.weight.copy_(dense_mlp.gate_proj.weight[idx])
+            block.shared_experts.up_proj.weight.copy_(dense_mlp.up_proj.weight[idx])
+            block.shared_experts.down_proj.weight.copy_(dense_mlp.down_proj.weight[:, idx])
+        init_router_(block.router, generator)
     n_mlp = sum(1 for k in dense_sd if ".mlp." in k)
     if n_mlp != 3 * cfg.num_hidden_layers:
         raise ValueError(

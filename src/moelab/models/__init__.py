@@ -6,8 +6,17 @@ a saved LLaMA-MoE checkpoint (model_type "llama_moe") without `trust_remote_code
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
-from .configuration_llama_moe import GATE_NETWORKS, PER_LAYER_FIELDS, ROUTER_TYPES, LlamaMoEConfig
+from .attention_moe import LlamaMoEAttention
+from .configuration_llama_moe import (
+    GATE_NETWORKS,
+    MLP_LAYER_TYPES,
+    PER_LAYER_FIELDS,
+    ROUTER_TYPES,
+    LlamaMoEConfig,
+    dense_layer_types,
+)
 from .experts import MOE_IMPLEMENTATIONS, LlamaMoEExperts
+from .export_mixtral import export_mixtral, mixtral_config, mixtral_export_problems
 from .modeling_llama_moe import (
     LlamaMoECausalLMOutputWithPast,
     LlamaMoEDecoderLayer,
@@ -15,9 +24,11 @@ from .modeling_llama_moe import (
     LlamaMoEModel,
     LlamaMoEModelOutputWithPast,
     LlamaMoEPreTrainedModel,
+    LlamaMoESharedExperts,
     LlamaMoESparseBlock,
 )
 from .routers import (
+    FrozenRandomRouter,
     NoisyTopKRouter,
     RouterOutput,
     SoftmaxTopKRouter,
@@ -33,9 +44,12 @@ AutoModelForCausalLM.register(LlamaMoEConfig, LlamaMoEForCausalLM, exist_ok=True
 
 __all__ = [
     "GATE_NETWORKS",
+    "MLP_LAYER_TYPES",
     "MOE_IMPLEMENTATIONS",
     "PER_LAYER_FIELDS",
     "ROUTER_TYPES",
+    "FrozenRandomRouter",
+    "LlamaMoEAttention",
     "LlamaMoECausalLMOutputWithPast",
     "LlamaMoEConfig",
     "LlamaMoEDecoderLayer",
@@ -44,12 +58,17 @@ __all__ = [
     "LlamaMoEModel",
     "LlamaMoEModelOutputWithPast",
     "LlamaMoEPreTrainedModel",
+    "LlamaMoESharedExperts",
     "LlamaMoESparseBlock",
     "NoisyTopKRouter",
     "RouterOutput",
     "SoftmaxTopKRouter",
     "SwitchTop1Router",
     "cv_squared",
+    "dense_layer_types",
+    "export_mixtral",
+    "mixtral_config",
+    "mixtral_export_problems",
     "smooth_load",
     "switch_balance_loss",
 ]

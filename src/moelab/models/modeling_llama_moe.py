@@ -1,9 +1,12 @@
 """LLaMA-MoE: a LLaMA decoder whose FFNs are sparse Mixture-of-Experts blocks (arXiv 2406.16554).
 
-Attention, norms and rotary embeddings are transformers' Llama modules; only the decoder layer's `mlp` is
-swapped for `LlamaMoESparseBlock` = router + SwiGLU experts:
-    y = s * sum_{i in top-k(x)} g_i(x) E_i(x)        (LLaMA-MoE sec. 2.2, s = score_scale_factor)
-The causal-LM loss adds balance_loss_weight * sum over MoE layers of the router's balance loss.
+Attention, norms and rotary embeddings are transformers' Llama modules; the decoder layer's `mlp` is
+`LlamaMoESparseBlock` = router + SwiGLU experts (+ optional always-on shared experts):
+    y = s * sum_{i in top-k(x)} g_i(x) E_i(x) + s_sh * E_shared(x)   (LLaMA-MoE sec. 2.2; v2 "1+7top1")
+or, in layers listed as "dense" in `mlp_layer_types`, the plain LlamaMLP. With `attention_moe` the attention is
+`LlamaMoEAttention` (LLaMA-MoE v2 attention experts, see attention_moe.py).
+The causal-LM loss adds balance_loss_weight * (sum over MoE layers of the routers' balance losses, attention
+routers included).
 
 Shape legend: B batch, L sequence length, H hidden, T = B*L tokens, N experts, K top_k.
 """
@@ -13,34 +16,46 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import initialization as init
+from transformers.activations import ACT2FN
 from transformers.cache_utils import Cache, DynamicCache
 from transformers.generation import GenerationConfig, GenerationMixin
 from transformers.masking_utils import create_causal_mask
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import MoeCausalLMOutputWithPast, MoeModelOutputWithPast
 from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
-from transformers.models.llama.modeling_llama import LlamaAttention, LlamaRMSNorm, LlamaRotaryEmbedding
+from transformers.models.llama.modeling_llama import (
+    LlamaAttention,
+    LlamaMLP,
+    LlamaRMSNorm,
+    LlamaRotaryEmbedding,
+)
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
 
+from .attention_moe import LlamaMoEAttention
 from .configuration_llama_moe import LlamaMoEConfig
 from .experts import LlamaMoEExperts
-from .routers import NoisyTopKRouter, RouterOutput, build_router
+from .routers import FrozenRandomRouter, NoisyTopKRouter, RouterOutput, build_router
 
 
 @dataclass
 class LlamaMoEModelOutputWithPast(MoeModelOutputWithPast):
     """`MoeModelOutputWithPast` plus the MoE statistics of every MoE layer.
 
-    aux_loss: [] sum over MoE layers of the un-weighted balance losses (always set).
-    router_logits / gate_load / gate_importance: tuples over MoE layers of [T, N] / [N] / [N] tensors,
-        set when `output_router_logits=True`.
+    aux_loss: [] sum over MoE layers of the un-weighted balance losses, attention routers included
+        (always set when the model has a router).
+    router_logits / gate_load / gate_importance: tuples over the MLP-MoE layers (in order, dense layers
+        skipped; `config.moe_layer_indices` maps entry j to its decoder layer) of [T, N_l] / [N_l] / [N_l]
+        tensors, set when `output_router_logits=True`.
+    attention_router_logits / attention_gate_load: the same for the attention routers (attention MoE only).
     """
 
     aux_loss: torch.Tensor | None = None
     gate_load: tuple[torch.Tensor, ...] | None = None
     gate_importance: tuple[torch.Tensor, ...] | None = None
+    attention_router_logits: tuple[torch.Tensor, ...] | None = None
+    attention_gate_load: tuple[torch.Tensor, ...] | None = None
 
 
 @dataclass
@@ -49,6 +64,8 @@ class LlamaMoECausalLMOutputWithPast(MoeCausalLMOutputWithPast):
 
     gate_load: tuple[torch.Tensor, ...] | None = None
     gate_importance: tuple[torch.Tensor, ...] | None = None
+    attention_router_logits: tuple[torch.Tensor, ...] | None = None
+    attention_gate_load: tuple[torch.Tensor, ...] | None = None
 
 
 class LlamaMoEGenerationConfig(GenerationConfig):
@@ -66,16 +83,49 @@ class LlamaMoEGenerationConfig(GenerationConfig):
         return GenerationConfig.from_model_config(d)
 
 
+class LlamaMoESharedExperts(nn.Module):
+    """Always-on shared experts of one layer, stored as one SwiGLU FFN of width sum(expert_sizes).
+
+    Shared expert j owns neurons offsets[j] : offsets[j] + expert_sizes[j] of gate_proj/up_proj rows and
+    down_proj columns; since all of them run on every token with one scale, their sum is this one FFN.
+    forward: x [..., H] -> [..., H].
+    """
+
+    def __init__(self, hidden_size: int, expert_sizes: list[int], hidden_act: str = "silu"):
+        super().__init__()
+        self.expert_sizes = [int(s) for s in expert_sizes]
+        width = sum(self.expert_sizes)
+        self.gate_proj = nn.Linear(hidden_size, width, bias=False)
+        self.up_proj = nn.Linear(hidden_size, width, bias=False)
+        self.down_proj = nn.Linear(width, hidden_size, bias=False)
+        self.act_fn = ACT2FN[hidden_act]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(self.act_fn(self.gate_proj(x)) * self.up_proj(x))
+
+
 class LlamaMoESparseBlock(nn.Module):
-    """Router + experts of one layer: [B, L, H] -> ([B, L, H], RouterOutput)."""
+    """Router + routed experts (+ shared experts) of one layer: [B, L, H] -> ([B, L, H], RouterOutput).
+
+    y = s * sum_{i in top-k} g_i E_i(x) + s_sh * E_shared(x), s = config.layer_score_scale_factor(layer_idx),
+    s_sh = config.layer_shared_expert_scale(layer_idx); `shared_experts` is None without shared experts.
+    """
 
     def __init__(self, config: LlamaMoEConfig, layer_idx: int):
         super().__init__()
         self.router = build_router(config, layer_idx)
         self.experts = LlamaMoEExperts(
-            config.hidden_size, config.layer_expert_sizes(layer_idx), config.hidden_act
+            config.hidden_size,
+            config.layer_expert_sizes(layer_idx),
+            config.hidden_act,
+            config.moe_implementation,
         )
-        self.score_scale_factor = config.resolved_score_scale_factor
+        self.score_scale_factor = config.layer_score_scale_factor(layer_idx)
+        shared = config.layer_shared_expert_sizes(layer_idx)
+        self.shared_experts = (
+            LlamaMoESharedExperts(config.hidden_size, shared, config.hidden_act) if shared else None
+        )
+        self.shared_expert_scale = config.layer_shared_expert_scale(layer_idx)
 
     def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, RouterOutput]:
         B, L, H = hidden_states.shape
@@ -83,17 +133,26 @@ class LlamaMoESparseBlock(nn.Module):
         routing = self.router(x)
         weights = routing.top_k_weights * self.score_scale_factor  # [T, K]
         y = self.experts(x, routing.top_k_index, weights)  # [T, H]
+        if self.shared_experts is not None:
+            y = y + self.shared_expert_scale * self.shared_experts(x)
         return y.view(B, L, H), routing
 
 
 class LlamaMoEDecoderLayer(GradientCheckpointingLayer):
-    """Llama decoder layer with an MoE FFN; returns (hidden_states [B, L, H], RouterOutput)."""
+    """Llama decoder layer with an MoE (or dense) FFN and dense (or MoE) attention.
+
+    Returns (hidden_states [B, L, H], RouterOutput of the FFN or None for a dense FFN,
+    RouterOutput of the attention router or None without attention MoE).
+    """
 
     def __init__(self, config: LlamaMoEConfig, layer_idx: int):
         super().__init__()
         self.hidden_size = config.hidden_size
-        self.self_attn = LlamaAttention(config=config, layer_idx=layer_idx)
-        self.mlp = LlamaMoESparseBlock(config, layer_idx)
+        attn_cls = LlamaMoEAttention if config.attention_moe else LlamaAttention
+        self.self_attn = attn_cls(config=config, layer_idx=layer_idx)
+        self.mlp = (
+            LlamaMoESparseBlock(config, layer_idx) if config.is_moe_layer(layer_idx) else LlamaMLP(config)
+        )
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
         self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
 
@@ -106,9 +165,9 @@ class LlamaMoEDecoderLayer(GradientCheckpointingLayer):
         use_cache: bool | None = False,
         position_embeddings: tuple[torch.Tensor, torch.Tensor] | None = None,
         **kwargs,
-    ) -> tuple[torch.Tensor, RouterOutput]:
+    ) -> tuple[torch.Tensor, RouterOutput | None, RouterOutput | None]:
         residual = hidden_states
-        hidden_states, _ = self.self_attn(
+        hidden_states, _, *attn_routing = self.self_attn(
             hidden_states=self.input_layernorm(hidden_states),
             attention_mask=attention_mask,
             position_ids=position_ids,
@@ -118,8 +177,12 @@ class LlamaMoEDecoderLayer(GradientCheckpointingLayer):
             **kwargs,
         )
         hidden_states = residual + hidden_states
-        moe_out, routing = self.mlp(self.post_attention_layernorm(hidden_states))
-        return hidden_states + moe_out, routing
+        x = self.post_attention_layernorm(hidden_states)
+        if isinstance(self.mlp, LlamaMoESparseBlock):
+            moe_out, routing = self.mlp(x)
+        else:
+            moe_out, routing = self.mlp(x), None
+        return hidden_states + moe_out, routing, (attn_routing[0] if attn_routing else None)
 
 
 class LlamaMoEPreTrainedModel(PreTrainedModel):
@@ -145,6 +208,8 @@ class LlamaMoEPreTrainedModel(PreTrainedModel):
             init.normal_(module.down_proj, mean=0.0, std=std)
         elif isinstance(module, NoisyTopKRouter):
             init.zeros_(module.weight_noise.weight)  # LLaMA-MoE upstream: noise weights start at zero
+        elif isinstance(module, FrozenRandomRouter):
+            pass  # the seeded projection is set in __init__ and saved with the model; never re-drawn
 
 
 class LlamaMoEModel(LlamaMoEPreTrainedModel):
@@ -195,13 +260,22 @@ class LlamaMoEModel(LlamaMoEPreTrainedModel):
             attention_mask=attention_mask,
             cache=cache,
             position_ids=position_ids,
+            allow_is_causal_skip=not self.config.attention_moe,  # attention MoE needs an explicit mask
         )
+        if self.config.attention_moe and not (
+            isinstance(causal_mask, torch.Tensor) and causal_mask.dim() == 4
+        ):
+            raise ValueError(
+                "attention_moe needs a 4-D attention mask; use attn_implementation 'sdpa' or 'eager', got "
+                f"{self.config._attn_implementation!r}"
+            )
         hidden_states = inputs_embeds
         position_embeddings = self.rotary_emb(hidden_states, position_ids=position_ids)
 
         routings: list[RouterOutput] = []
+        attn_routings: list[RouterOutput] = []
         for layer in self.layers[: self.config.num_hidden_layers]:
-            hidden_states, routing = layer(
+            hidden_states, routing, attn_routing = layer(
                 hidden_states,
                 attention_mask=causal_mask,
                 position_embeddings=position_embeddings,
@@ -212,14 +286,20 @@ class LlamaMoEModel(LlamaMoEPreTrainedModel):
             )
             if routing is not None:
                 routings.append(routing)
+            if attn_routing is not None:
+                attn_routings.append(attn_routing)
         hidden_states = self.norm(hidden_states)
 
-        aux_loss = torch.stack([r.balance_loss for r in routings]).sum() if routings else None
+        losses = [r.balance_loss for r in routings + attn_routings]
+        aux_loss = torch.stack(losses).sum() if losses else None
         out = LlamaMoEModelOutputWithPast(last_hidden_state=hidden_states, cache=cache, aux_loss=aux_loss)
         if output_router_logits:
             out.router_logits = tuple(r.logits for r in routings)
             out.gate_load = tuple(r.load for r in routings)
             out.gate_importance = tuple(r.importance for r in routings)
+            if attn_routings:
+                out.attention_router_logits = tuple(r.logits for r in attn_routings)
+                out.attention_gate_load = tuple(r.load for r in attn_routings)
         return out
 
 
@@ -294,6 +374,8 @@ class LlamaMoEForCausalLM(LlamaMoEPreTrainedModel, GenerationMixin):
             router_logits=out.router_logits,
             gate_load=out.gate_load,
             gate_importance=out.gate_importance,
+            attention_router_logits=out.attention_router_logits,
+            attention_gate_load=out.attention_gate_load,
         )
         return result.to_tuple() if return_dict is False else result
 
@@ -303,6 +385,7 @@ __all__ = [
     "LlamaMoEModel",
     "LlamaMoEPreTrainedModel",
     "LlamaMoESparseBlock",
+    "LlamaMoESharedExperts",
     "LlamaMoEDecoderLayer",
     "LlamaMoEModelOutputWithPast",
     "LlamaMoECausalLMOutputWithPast",

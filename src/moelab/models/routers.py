@@ -226,15 +226,54 @@ class SwitchTop1Router(nn.Module):
         return RouterOutput(logits, weights, top_index, balance_loss, importance, load)
 
 
+class FrozenRandomRouter(nn.Module):
+    """Untrained routers for ablations: a frozen, seeded random projection picks the experts.
+
+    r = x R^T with R [N, H] ~ N(0, 1/H) drawn from `seed` and never trained (a buffer, saved with the model);
+    the top-k of r are the selected experts. For any fixed token the entries of r are i.i.d. over the draw of
+    R, so every k-subset of experts is equally likely: a uniform random assignment that is still a
+    deterministic function of the token (so generate() with a KV cache equals generate() without).
+        weighting "uniform": g = 1/k for each selected expert (router_type "uniform").
+        weighting "softmax": g = softmax(r) over the top-k (router_type "random": a random, untrained gate).
+    Balance loss is 0 (nothing to train); load = token counts, importance = sum of g.
+    Ablation baselines in the spirit of hash / random routing (Roller et al. 2021, arXiv 2106.04426).
+    """
+
+    def __init__(self, hidden_size: int, num_experts: int, top_k: int, weighting: str, seed: int):
+        super().__init__()
+        if weighting not in ("uniform", "softmax"):
+            raise ValueError(f"weighting must be 'uniform' or 'softmax', got {weighting!r}")
+        self.num_experts, self.top_k, self.weighting = num_experts, top_k, weighting
+        g = torch.Generator().manual_seed(int(seed))
+        self.register_buffer(
+            "projection", torch.randn(num_experts, hidden_size, generator=g) / hidden_size**0.5
+        )
+
+    def forward(self, x: torch.Tensor) -> RouterOutput:
+        logits = F.linear(x.float(), self.projection.float())  # [T, N]
+        top_logits, top_index = logits.topk(self.top_k, dim=-1)  # [T, K]
+        if self.weighting == "uniform":
+            weights = torch.full_like(top_logits, 1.0 / self.top_k)
+        else:
+            weights = torch.softmax(top_logits, dim=-1)
+        importance = torch.zeros_like(logits).scatter(1, top_index, weights).sum(dim=0)
+        load = _hard_load(top_index, self.num_experts)
+        return RouterOutput(logits, weights, top_index, logits.new_zeros(()), importance, load)
+
+
 def build_router(config, layer_idx: int) -> nn.Module:
-    """Router of decoder layer `layer_idx` from a `LlamaMoEConfig` (field `router_type`)."""
-    h, n, k = config.hidden_size, config.num_experts, config.top_k
+    """Router of decoder layer `layer_idx` from a `LlamaMoEConfig` (fields `router_type`, per-layer N_l)."""
+    h, n, k = config.hidden_size, config.layer_num_experts(layer_idx), config.top_k
     if config.router_type == "noisy_topk":
         return NoisyTopKRouter(h, n, k, config.gate_network, config.noise_epsilon)
     if config.router_type == "softmax_topk":
         return SoftmaxTopKRouter(h, n, k, config.gate_network)
     if config.router_type == "switch_top1":
         return SwitchTop1Router(h, n, config.gate_network, config.capacity_factor)
+    if config.router_type in ("uniform", "random"):
+        weighting = "uniform" if config.router_type == "uniform" else "softmax"
+        return FrozenRandomRouter(h, n, k, weighting, config.router_seed + layer_idx)
     raise ValueError(
-        f"router_type {config.router_type!r} is not one of 'noisy_topk', 'softmax_topk', 'switch_top1'"
+        f"router_type {config.router_type!r} is not one of "
+        "'noisy_topk', 'softmax_topk', 'switch_top1', 'uniform', 'random'"
     )
