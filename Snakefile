@@ -19,6 +19,7 @@ include: "rules/sft.smk"
 include: "rules/compress.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/construct_ablation.smk"
 
 
 rule all:
