@@ -53,7 +53,7 @@ def test_partition_for_dispatches_and_rejects_unknown_methods():
     assert CONSTRUCT_METHODS["random"] is random_split
     p = partition_for("random", intermediate_size=64, num_experts=2, seed=0, num_layers=1)
     assert torch.equal(p[0][1], random_split(64, 2, 0, 1)[0][1])
-    with pytest.raises(ValueError, match=r"'kmeans'.*\['random'\]"):
+    with pytest.raises(ValueError, match=r"'kmeans'.*'random'"):
         partition_for("kmeans", intermediate_size=64, num_experts=2, seed=0, num_layers=1)
 
 

@@ -70,6 +70,12 @@ def package_versions(names: Iterable[str] = TRACKED_PACKAGES) -> dict[str, str]:
     return versions
 
 
+def fingerprint(*parts) -> str:
+    """sha256 of JSON-serialisable ``parts`` (paths are hashed by content), e.g. to name a training run."""
+    resolved = [sha256_path(p) if isinstance(p, Path) else p for p in parts]
+    return hashlib.sha256(json.dumps(resolved, sort_keys=True, default=str).encode()).hexdigest()
+
+
 class Provenance:
     """Collects provenance for one step and writes the sidecars of its outputs.
 

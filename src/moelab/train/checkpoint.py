@@ -8,6 +8,7 @@ kill) is ignored and overwritten. Only ``weights_only=True`` loads are used.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,8 @@ import torch
 from safetensors.torch import load_model, save_model
 
 MARKER = "COMPLETE"
+RUN_FILE = "RUN"
+log = logging.getLogger(__name__)
 
 
 def _step_dir(ckpt_dir: Path, step: int) -> Path:
@@ -34,6 +37,22 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     """The newest complete checkpoint folder, or None."""
     found = complete_checkpoints(ckpt_dir)
     return found[-1] if found else None
+
+
+def claim_checkpoint_dir(ckpt_dir: Path, run_id: str | None) -> None:
+    """Make ``ckpt_dir`` belong to run ``run_id``: checkpoints of another run are deleted, never resumed."""
+    ckpt_dir = Path(ckpt_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if run_id is None:
+        return
+    owner = ckpt_dir / RUN_FILE
+    if owner.exists() and owner.read_text().strip() != run_id:
+        log.warning(
+            "discarding checkpoints in %s: they belong to another run (config or inputs changed)", ckpt_dir
+        )
+        shutil.rmtree(ckpt_dir)
+        ckpt_dir.mkdir(parents=True)
+    owner.write_text(run_id + "\n")
 
 
 def save_checkpoint(ckpt_dir: Path, step: int, model, optimizer, source, keep: int = 2) -> Path:

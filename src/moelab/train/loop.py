@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from moelab.io import lm_loss
-from moelab.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from moelab.train.checkpoint import claim_checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 
 LOG_FIELDS = (
     "step",
@@ -118,6 +118,7 @@ def train(
     log_csv: Path,
     device: str = "cpu",
     on_checkpoint: Callable[[int], None] | None = None,
+    run_id: str | None = None,
 ) -> dict:
     """Train ``model`` for ``cfg.steps`` steps, resuming from the newest complete checkpoint in ``ckpt_dir``.
 
@@ -127,6 +128,8 @@ def train(
         source: yields batches ``{"input_ids": LongTensor[B, T], "labels": LongTensor[B, T], ...}``.
         ckpt_dir: folder for ``step-XXXXXX`` checkpoints (kept after the run; the latest k are kept).
         log_csv: per-step log with columns ``LOG_FIELDS`` (tokens = non-padding input tokens so far).
+        run_id: fingerprint of the run's inputs and settings; checkpoints of a different run found in
+            ``ckpt_dir`` are discarded (never resumed), so a changed config or input model restarts training.
     Returns:
         summary dict: final step, final loss (mean of the last 5 steps), tokens, tokens/s, resumed_from.
     """
@@ -134,6 +137,7 @@ def train(
     model.to(device)
     optimizer = make_optimizer(model, cfg)
     torch.manual_seed(cfg.seed)
+    claim_checkpoint_dir(ckpt_dir, run_id)
     start, resumed_from = 0, None
     if (found := latest_checkpoint(ckpt_dir)) is not None:
         start = load_checkpoint(found, model, optimizer, source)

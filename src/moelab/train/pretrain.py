@@ -13,6 +13,7 @@ import torch
 
 from moelab.data.packing import DomainSampler, pack_texts, read_jsonl
 from moelab.io import load_model, mean_loss, save_model
+from moelab.provenance import fingerprint
 from moelab.train.loop import TrainConfig, train
 
 VAL_BLOCKS = 4  # held-out blocks per domain
@@ -89,6 +90,7 @@ def run_pretrain(
         ckpt_dir,
         Path(ckpt_dir) / "log.csv",
         device,
+        run_id=fingerprint(Path(model_dir), *(Path(data[d]) for d in sorted(data)), section, seed),
     )
     after = domain_losses(model, val_blocks, device)
     save_model(model, tokenizer, out_dir)

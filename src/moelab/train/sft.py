@@ -12,6 +12,7 @@ from pathlib import Path
 from moelab.data.chat import MixtureSampler, encode_chat
 from moelab.data.packing import read_jsonl
 from moelab.io import load_model, save_model
+from moelab.provenance import fingerprint
 from moelab.train.loop import TrainConfig, train
 
 
@@ -61,6 +62,7 @@ def run_sft(
         ckpt_dir,
         Path(ckpt_dir) / "log.csv",
         device,
+        run_id=fingerprint(Path(model_dir), *(Path(data[d]) for d in sorted(data)), section, seed),
     )
     save_model(model, tokenizer, out_dir)
     Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
