@@ -2,18 +2,10 @@
 
 import pytest
 import torch
+from conftest import TINY
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from moelab.construct import CONSTRUCT_METHODS, dense_to_moe, partition_for, random_split
-
-TINY = dict(
-    vocab_size=256,
-    hidden_size=64,
-    num_hidden_layers=2,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
 
 
 def tiny_dense(tie: bool = True, seed: int = 0) -> LlamaForCausalLM:

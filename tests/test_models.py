@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from conftest import TINY
 from transformers import AutoConfig, AutoModelForCausalLM
 
 from moelab.models import (
@@ -14,15 +15,6 @@ from moelab.models import (
     SoftmaxTopKRouter,
     SwitchTop1Router,
     smooth_load,
-)
-
-TINY = dict(
-    vocab_size=256,
-    hidden_size=64,
-    num_hidden_layers=2,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
 )
 
 

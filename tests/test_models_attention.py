@@ -2,20 +2,13 @@
 
 import pytest
 import torch
+from conftest import TINY
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from moelab.construct import attention_moe_from_dense
 from moelab.models import LlamaMoEAttention, LlamaMoEConfig, LlamaMoEForCausalLM
 
-TINY = dict(
-    vocab_size=256,
-    hidden_size=64,
-    num_hidden_layers=2,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
 IDS = torch.randint(1, 256, (2, 9), generator=torch.Generator().manual_seed(1))
 
 

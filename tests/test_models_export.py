@@ -4,19 +4,12 @@ import json
 
 import pytest
 import torch
+from conftest import TINY
 from safetensors import safe_open
 from transformers import MixtralForCausalLM
 
 from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM, export_mixtral
 
-TINY = dict(
-    vocab_size=256,
-    hidden_size=64,
-    num_hidden_layers=2,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
 IDS = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(1))
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import TINY
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaMLP
 
@@ -16,14 +17,6 @@ from moelab.models import (
     dense_layer_types,
 )
 
-TINY = dict(
-    vocab_size=256,
-    hidden_size=64,
-    num_hidden_layers=2,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
 IDS = torch.randint(0, 256, (2, 9), generator=torch.Generator().manual_seed(1))
 
 

@@ -1,20 +1,11 @@
 """peft LoRA on LlamaMoEForCausalLM: adapters train, base weights stay unchanged, merge is exact."""
 
+import peft
 import pytest
 import torch
+from conftest import TINY
 
 from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
-
-peft = pytest.importorskip("peft", reason="peft is not installed")
-
-TINY = dict(
-    vocab_size=256,
-    hidden_size=64,
-    num_hidden_layers=2,
-    intermediate_size=128,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-)
 
 
 def test_lora_trains_one_step_and_leaves_base_weights_unchanged():

@@ -90,8 +90,12 @@ def test_checkpoints_of_another_run_are_never_resumed(tmp_path):
     cfg = TrainConfig(steps=4, lr=1e-2, save_every=2)
     train(tiny_llama(), RandomTokens(), cfg, tmp_path / "ck", tmp_path / "ck" / "log.csv", run_id="run-a")
     assert latest_checkpoint(tmp_path / "ck").name == "step-000004"
-    again = train(tiny_llama(), RandomTokens(), cfg, tmp_path / "ck", tmp_path / "ck" / "log.csv", run_id="run-a")
+    again = train(
+        tiny_llama(), RandomTokens(), cfg, tmp_path / "ck", tmp_path / "ck" / "log.csv", run_id="run-a"
+    )
     assert again["resumed_from"].endswith("step-000004")
-    other = train(tiny_llama(), RandomTokens(), cfg, tmp_path / "ck", tmp_path / "ck" / "log.csv", run_id="run-b")
+    other = train(
+        tiny_llama(), RandomTokens(), cfg, tmp_path / "ck", tmp_path / "ck" / "log.csv", run_id="run-b"
+    )
     assert other["resumed_from"] is None
     assert (tmp_path / "ck" / "RUN").read_text().strip() == "run-b"

@@ -62,9 +62,14 @@ def count_parameters(model) -> dict[str, int]:
 
 def lm_loss(model, out) -> float:
     """The LM part of ``out.loss``: LlamaMoE adds ``balance_loss_weight * aux_loss``, which is removed here."""
-    aux = getattr(out, "aux_loss", None)
     weight = float(getattr(model.config, "balance_loss_weight", 0.0) or 0.0)
-    return float(out.loss.detach()) - (weight * float(aux) if aux is not None else 0.0)
+    return float(out.loss.detach()) - weight * aux_value(out)
+
+
+def aux_value(out) -> float:
+    """``out.aux_loss`` as a float (0.0 for dense models)."""
+    aux = getattr(out, "aux_loss", None)
+    return float(aux.detach()) if torch.is_tensor(aux) else float(aux or 0.0)
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -20,7 +21,8 @@ from typing import Protocol
 import torch
 from tqdm.auto import tqdm
 
-from moelab.io import lm_loss
+from moelab.io import aux_value, lm_loss, save_model
+from moelab.provenance import fingerprint
 from moelab.train.checkpoint import claim_checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 
 LOG_FIELDS = (
@@ -177,13 +179,12 @@ def train(
             )
             tokens += n_tok
             run_tokens += n_tok
-            aux = getattr(out, "aux_loss", None)
             dt = time.time() - t0
             row = {
                 "step": step + 1,
                 "loss": round(loss.item(), 5),
                 "lm_loss": round(lm_loss(model, out), 5),
-                "aux_loss": round(float(aux), 5) if aux is not None else 0.0,
+                "aux_loss": round(aux_value(out), 5),
                 "lr": f"{lr:.3e}",
                 "grad_norm": round(float(grad_norm), 4),
                 "tokens": tokens,
@@ -208,3 +209,32 @@ def train(
         "resumed_from": resumed_from,
         "config": asdict(cfg),
     }
+
+
+def train_and_save(
+    model,
+    tokenizer,
+    source: BatchSource,
+    section: dict,
+    seed: int,
+    *,
+    model_dir: Path,
+    data: dict[str, Path],
+    out_dir: Path,
+    log_csv: Path,
+    ckpt_dir: Path,
+    device: str = "cpu",
+) -> dict:
+    """:func:`train` a model loaded from ``model_dir`` on ``data``, then save it to ``out_dir``.
+
+    The run's fingerprint (input model, data files, config section, seed) guards the checkpoints; the
+    per-step log kept beside them is copied to ``log_csv``.
+    """
+    ckpt_dir = Path(ckpt_dir)
+    run_id = fingerprint(Path(model_dir), *(Path(data[d]) for d in sorted(data)), section, seed)
+    cfg = TrainConfig.from_section(section, seed)
+    summary = train(model, source, cfg, ckpt_dir, ckpt_dir / "log.csv", device, run_id=run_id)
+    save_model(model, tokenizer, out_dir)
+    Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(ckpt_dir / "log.csv", log_csv)
+    return summary

@@ -6,15 +6,13 @@ blocks per domain are held out to measure the per-domain validation loss before 
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import torch
 
 from moelab.data.packing import DomainSampler, pack_texts, read_jsonl
-from moelab.io import load_model, mean_loss, save_model
-from moelab.provenance import fingerprint
-from moelab.train.loop import TrainConfig, train
+from moelab.io import load_model, mean_loss
+from moelab.train.loop import train_and_save
 
 VAL_BLOCKS = 4  # held-out blocks per domain
 
@@ -83,19 +81,11 @@ def run_pretrain(
     train_blocks, val_blocks = split_validation(blocks)
     sampler = DomainSampler(train_blocks, section["domain_weights"], section["batch_size"], seed)
     before = domain_losses(model, val_blocks, device)
-    summary = train(
-        model,
-        PretrainSource(sampler),
-        TrainConfig.from_section(section, seed),
-        ckpt_dir,
-        Path(ckpt_dir) / "log.csv",
-        device,
-        run_id=fingerprint(Path(model_dir), *(Path(data[d]) for d in sorted(data)), section, seed),
-    )
+    summary = train_and_save(
+        model, tokenizer, PretrainSource(sampler), section, seed,
+        model_dir=model_dir, data=data, out_dir=out_dir, log_csv=log_csv, ckpt_dir=ckpt_dir, device=device,
+    )  # fmt: skip
     after = domain_losses(model, val_blocks, device)
-    save_model(model, tokenizer, out_dir)
-    Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(ckpt_dir) / "log.csv", log_csv)
     summary.update(
         val_loss_before=before,
         val_loss_after=after,

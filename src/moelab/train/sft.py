@@ -6,14 +6,12 @@ only; the demo uses a static (uniform by default) mixture of the instruction dat
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from moelab.data.chat import MixtureSampler, encode_chat
 from moelab.data.packing import read_jsonl
-from moelab.io import load_model, save_model
-from moelab.provenance import fingerprint
-from moelab.train.loop import TrainConfig, train
+from moelab.io import load_model
+from moelab.train.loop import train_and_save
 
 
 class SFTSource:
@@ -55,17 +53,9 @@ def run_sft(
     encoded = encode_datasets(data, tokenizer, section["max_len"])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sampler = MixtureSampler(encoded, section["domain_weights"], section["batch_size"], seed, pad_id)
-    summary = train(
-        model,
-        SFTSource(sampler),
-        TrainConfig.from_section(section, seed),
-        ckpt_dir,
-        Path(ckpt_dir) / "log.csv",
-        device,
-        run_id=fingerprint(Path(model_dir), *(Path(data[d]) for d in sorted(data)), section, seed),
-    )
-    save_model(model, tokenizer, out_dir)
-    Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(Path(ckpt_dir) / "log.csv", log_csv)
+    summary = train_and_save(
+        model, tokenizer, SFTSource(sampler), section, seed,
+        model_dir=model_dir, data=data, out_dir=out_dir, log_csv=log_csv, ckpt_dir=ckpt_dir, device=device,
+    )  # fmt: skip
     summary["examples"] = {d: len(v) for d, v in encoded.items()}
     return summary
