@@ -51,3 +51,9 @@ def test_loss_figure_written(tmp_path):
     empty.write_text("tokens,lm_loss\n")
     with pytest.raises(ValueError, match="no rows"):
         plot_loss_curves({"run": empty}, tmp_path / "g.png", tmp_path / "g.pdf", "t")
+
+
+def test_claim_not_judged_when_dense_is_at_chance():
+    at_chance = {k: {"primary": {"arc_easy": 0.25, "piqa": 0.5}} for k in ("dense", "moe", "pretrain")}
+    cfg = {"pretrain": {"steps": 1, "batch_size": 1, "seq_len": 8}}
+    assert "cannot be judged" in " ".join(llama_moe_main_notes(at_chance, cfg, chance=37.5))

@@ -18,14 +18,19 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu"):
 
     Raises:
         FileNotFoundError: ``path`` has no config.json or no safetensors weights.
+        ValueError: the folder is there but does not load (e.g. a truncated safetensors file); names the folder.
     """
     path = Path(path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path} is not a model folder: config.json is missing")
     if not any(path.glob("*.safetensors")):
         raise FileNotFoundError(f"{path} holds no *.safetensors weights")
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
-    tokenizer = AutoTokenizer.from_pretrained(path)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(path)
+    except Exception as err:  # safetensors/transformers errors do not name the file
+        files = ", ".join(sorted(p.name for p in path.iterdir()))
+        raise ValueError(f"cannot load the model folder {path} ({files}): {err}") from err
     return model, tokenizer
 
 
