@@ -1,15 +1,31 @@
-# LLaMA-MoE expert-construction ablation (sec. 3.1): every method in construct_ablation.methods is built from
-# the dense model, continually pre-trained with the main `pretrain:` settings for construct_ablation.steps
-# steps, and evaluated; not part of `rule all` (run: snakemake --cores all llama_moe_construction).
+# Expert-construction ablations, not part of `rule all`:
+# - LLaMA-MoE sec. 3.1: every method in construct_ablation.methods (target llama_moe_construction), plus the
+#   paper's configurations (8/16 experts, top-2/4) as a second table;
+# - LLaMA-MoE v2: granularity at equal activation and MLP MoE vs attention MoE (target llama_moe_v2_ablation).
+# Every run is built from the dense model, evaluated right after construction, continually pre-trained with the
+# main `pretrain:` settings for construct_ablation.steps steps, and evaluated again.
+
+from moelab.config import ablation_runs
 
 ABLATION = config.get("construct_ablation", {})
 ABLATION_METHODS = ABLATION.get("methods", [])
-CONSTRUCT_DIR = "results/construct/{method}"
+RUN_SPECS = ablation_runs(config)
+CONSTRUCT_DIR = "results/construct/{run}"
 PRETRAIN_DATA = expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"])
+ABLATION_EVAL_DATA = expand("resources/data/eval/{task}", task=ABLATION.get("tasks", []))
+LLAMA_MOE_V2 = "results/papers/llama_moe_v2"
+PHASE_MODEL = {"construct": "model", "cpt": "cpt"}
+# table file -> (config key listing its runs, caption stem)
+VARIANT_TABLES = {
+    f"{LLAMA_MOE}/table_configurations": "configurations",
+    f"{LLAMA_MOE_V2}/table_granularity": "granularity",
+    f"{LLAMA_MOE_V2}/table_mlp_vs_attention": "mlp_vs_attention",
+}
 
 
 wildcard_constraints:
-    method="|".join(ABLATION_METHODS) or "none",
+    run="|".join(RUN_SPECS) or "none",
+    phase="construct|cpt",
 
 
 rule construct_method:
@@ -21,13 +37,14 @@ rule construct_method:
         partition=f"{CONSTRUCT_DIR}/partition.safetensors",
         stats=f"{CONSTRUCT_DIR}/stats.json",
     params:
+        spec=lambda wc: RUN_SPECS[wc.run],
         construct=config["construct"],
         ablation=ABLATION,
         seed=config["seed"],
     log:
-        "logs/construct/{method}.log",
+        "logs/construct/{run}.log",
     benchmark:
-        "benchmarks/runs/construct/{method}.tsv"
+        "benchmarks/runs/construct/{run}.tsv"
     threads: MAX_THREADS
     resources:
         mem_mb=8000,
@@ -47,20 +64,20 @@ rule construct_cpt:
         log_csv=f"{CONSTRUCT_DIR}/cpt_log.csv",
         summary=f"{CONSTRUCT_DIR}/cpt_summary.json",
     params:
-        train={**config["pretrain"], "steps": ABLATION.get("steps", 1)},
+        train={**train_section(config, "pretrain"), "steps": ABLATION.get("steps", 1)},
         seed=config["seed"],
         device=config["device"],
         dtype=config["dtype"],
-        ckpt_dir="results/checkpoints/construct/{method}",
+        ckpt_dir="results/checkpoints/construct/{run}",
     log:
-        "logs/construct/{method}_cpt.log",
+        "logs/construct/{run}_cpt.log",
     benchmark:
-        "benchmarks/runs/construct/{method}_cpt.tsv"
+        "benchmarks/runs/construct/{run}_cpt.tsv"
     threads: MAX_THREADS
     resources:
         mem_mb=12000,
         runtime=120,
-        gpus=1 if config["device"] == "cuda" else 0,
+        gpu=1 if config["device"] == "cuda" else 0,
     conda:
         "../envs/training.yaml"
     script:
@@ -69,36 +86,38 @@ rule construct_cpt:
 
 rule construct_eval:
     input:
-        model=f"{CONSTRUCT_DIR}/cpt",
-        data=eval_data(),
+        model=lambda wc: f"results/construct/{wc.run}/{PHASE_MODEL[wc.phase]}",
+        data=ABLATION_EVAL_DATA,
     output:
-        f"{CONSTRUCT_DIR}/eval.json",
+        f"{CONSTRUCT_DIR}/eval_{{phase}}.json",
     params:
-        evaluate=config["evaluate"],
+        tasks=ABLATION.get("tasks", []),
         limit=ABLATION.get("eval_limit"),
+        batch_size=config["evaluate"].get("batch_size", 16),
         seed=config["seed"],
         device=config["device"],
         dtype=config["dtype"],
     log:
-        "logs/construct/{method}_eval.log",
+        "logs/construct/{run}_eval_{phase}.log",
     benchmark:
-        "benchmarks/runs/construct/{method}_eval.tsv"
+        "benchmarks/runs/construct/{run}_eval_{phase}.tsv"
     threads: MAX_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
-        gpus=1 if config["device"] == "cuda" else 0,
+        gpu=1 if config["device"] == "cuda" else 0,
     conda:
         "../envs/evaluation.yaml"
     script:
         "../scripts/construct_method.py"
 
 
+REPORT_CONFIG = {k: config[k] for k in ("construct", "construct_ablation", "pretrain")}
+
+
 rule llama_moe_table_construction:
     input:
-        stats=expand(f"{CONSTRUCT_DIR}/stats.json", method=ABLATION_METHODS),
-        cpt=expand(f"{CONSTRUCT_DIR}/cpt_summary.json", method=ABLATION_METHODS),
-        evals=expand(f"{CONSTRUCT_DIR}/eval.json", method=ABLATION_METHODS),
+        **ablation_inputs(ABLATION_METHODS),
     output:
         csv=f"{LLAMA_MOE}/table_construction.csv",
         md=report(
@@ -107,11 +126,42 @@ rule llama_moe_table_construction:
             category="LLaMA-MoE",
         ),
     params:
-        methods=ABLATION_METHODS,
-        limit=ABLATION.get("eval_limit"),
-        config={k: config[k] for k in ("construct", "construct_ablation", "pretrain", "evaluate")},
+        runs=ABLATION_METHODS,
+        specs=RUN_SPECS,
+        config=REPORT_CONFIG,
     log:
         "logs/report/llama_moe_table_construction.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/report_construction.py"
+
+
+rule construct_variant_table:
+    input:
+        unpack(lambda wc: ablation_inputs(ABLATION.get(VARIANT_TABLES[f"results/papers/{wc.table}"], []))),
+    output:
+        csv="results/papers/{table}.csv",
+        md=report(
+            "results/papers/{table}.md",
+            caption="../report/construct_variant_table.rst",
+            category="Construction ablations",
+            subcategory="{table}",
+        ),
+    wildcard_constraints:
+        table="|".join(t.removeprefix("results/papers/") for t in VARIANT_TABLES),
+    params:
+        runs=lambda wc: ABLATION.get(VARIANT_TABLES[f"results/papers/{wc.table}"], []),
+        specs=RUN_SPECS,
+        config=REPORT_CONFIG,
+    log:
+        "logs/report/{table}.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
     conda:
         "../envs/report.yaml"
     script:
@@ -120,7 +170,7 @@ rule llama_moe_table_construction:
 
 rule llama_moe_fig_construction_loss:
     input:
-        logs=expand(f"{CONSTRUCT_DIR}/cpt_log.csv", method=ABLATION_METHODS),
+        logs=run_files("cpt_log.csv", ABLATION_METHODS),
     output:
         png=report(
             f"{LLAMA_MOE}/fig_construction_loss.png",
@@ -129,10 +179,14 @@ rule llama_moe_fig_construction_loss:
         ),
         pdf=f"{LLAMA_MOE}/fig_construction_loss.pdf",
     params:
-        methods=ABLATION_METHODS,
-        config={k: config[k] for k in ("construct_ablation", "pretrain")},
+        runs=ABLATION_METHODS,
+        specs=RUN_SPECS,
+        config=REPORT_CONFIG,
     log:
         "logs/report/llama_moe_fig_construction_loss.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
     conda:
         "../envs/report.yaml"
     script:
@@ -143,3 +197,13 @@ rule llama_moe_construction:
     input:
         rules.llama_moe_table_construction.output,
         rules.llama_moe_fig_construction_loss.output,
+        expand("{table}.{ext}", table=f"{LLAMA_MOE}/table_configurations", ext=("csv", "md")),
+
+
+rule llama_moe_v2_ablation:
+    input:
+        expand(
+            "{table}.{ext}",
+            table=(f"{LLAMA_MOE_V2}/table_granularity", f"{LLAMA_MOE_V2}/table_mlp_vs_attention"),
+            ext=("csv", "md"),
+        ),

@@ -1,8 +1,9 @@
-"""Expert-construction ablation, one method (rules construct_method, construct_cpt, construct_eval)."""
+"""Construction ablations, one run (rules construct_method, construct_cpt, construct_eval)."""
 
+import shutil
 from pathlib import Path
 
-from moelab.construct import construct_moe, save_partition
+from moelab.construct import construct_variant, save_partition
 from moelab.data import read_jsonl
 from moelab.evaluate import run_lm_eval
 from moelab.io import count_parameters, load_model, save_model
@@ -12,28 +13,26 @@ from moelab.train.pretrain import run_pretrain
 
 sm = snakemake  # noqa: F821
 log = setup(sm.log[0], sm.threads, sm.params.seed)
-method = sm.wildcards.method
+run = sm.wildcards.run
 
 
 def construct():
-    c, a = sm.params.construct, sm.params.ablation
+    c, a, spec = sm.params.construct, sm.params.ablation, sm.params.spec
     prov = Provenance(
-        config={"construct": c, "construct_ablation": a}, inputs=[sm.input.dense], seed=sm.params.seed
+        config={"construct": c, "construct_ablation": a, "spec": spec},
+        inputs=[sm.input.dense],
+        seed=sm.params.seed,
     )
     dense, tokenizer = load_model(sm.input.dense)
     texts = {Path(p).stem: [r["text"] for r in read_jsonl(p)] for p in sm.input.data}
-    out = construct_moe(
+    out = construct_variant(
         dense,
         tokenizer,
-        method,
-        num_experts=c["num_experts"],
-        top_k=c["top_k"],
+        spec,
         seed=sm.params.seed,
         texts=texts,
         calib_tokens=a["calib_tokens"],
         calib_seq_len=a["calib_seq_len"],
-        router_init=a["router_init"],
-        num_shared_experts=a["num_shared_experts"],
         remainder=a["remainder"],
         router_type=c.get("router_type", "noisy_topk"),
         gate_network=c.get("gate_network", "mlp"),
@@ -42,14 +41,15 @@ def construct():
     )
     stats = {
         **out.stats,
+        "spec": spec,
         "parameters": {"dense": count_parameters(dense), "moe": count_parameters(out.model)},
     }
     save_model(out.model, tokenizer, Path(sm.output.model))
-    save_partition(out.partition, sm.output.partition, {"method": method, "seed": sm.params.seed})
+    save_partition(out.partition, sm.output.partition, {"run": run, "seed": sm.params.seed})
     write_json(sm.output.stats, stats)
     for path in (sm.output.model, sm.output.partition, sm.output.stats):
         prov.write(path, extra={"timing_s": stats["timing_s"]})
-    log.info("%s: %s", method, stats["timing_s"])
+    log.info("%s: %s", run, stats["timing_s"])
 
 
 def cpt():
@@ -68,27 +68,28 @@ def cpt():
     write_json(sm.output.summary, summary)
     for path in (sm.output.model, sm.output.log_csv, sm.output.summary):
         prov.write(path, extra=summary)
-    log.info("%s CPT: %s", method, summary)
+    shutil.rmtree(sm.params.ckpt_dir, ignore_errors=True)  # ~3 GB per run; only needed to resume a killed job
+    log.info("%s CPT: %s", run, summary)
 
 
 def evaluate():
-    cfg = sm.params.evaluate
-    prov = Provenance(config=cfg, inputs=[sm.input.model], seed=sm.params.seed)
+    p = sm.params
+    prov = Provenance(config={"tasks": p.tasks, "limit": p.limit}, inputs=[sm.input.model], seed=p.seed)
     result = run_lm_eval(
         Path(sm.input.model),
-        cfg["tasks"],
+        p.tasks,
         Path(sm.input.data[0]).parent,
-        limit=sm.params.limit,
-        num_fewshot=cfg.get("num_fewshot", 0),
-        batch_size=cfg.get("batch_size", 16),
-        device=resolve_device(sm.params.device),
-        dtype=sm.params.dtype,
-        seed=sm.params.seed,
+        limit=p.limit,
+        num_fewshot=0,
+        batch_size=p.batch_size,
+        device=resolve_device(p.device),
+        dtype=p.dtype,
+        seed=p.seed,
     )
-    result["method"] = method
+    result.update(run=run, phase=sm.wildcards.phase)
     write_json(sm.output[0], result)
     prov.write(sm.output[0])
-    log.info("%s: average %s", method, result["average"])
+    log.info("%s after %s: average %s", run, sm.wildcards.phase, result["average"])
 
 
 {"construct_method": construct, "construct_cpt": cpt, "construct_eval": evaluate}[sm.rule]()

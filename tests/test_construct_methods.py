@@ -411,15 +411,52 @@ def test_construction_table_ranks_and_states_the_finding():
                 "val_loss_before": {"a": before, "b": before + 2},
                 "val_loss_after": {"a": after, "b": after},
             },
-            "eval": {"average": avg},
+            "eval_construct": {"average": avg / 2},
+            "eval_cpt": {"average": avg},
         }
 
     df = construction_table({"random": run(3.0, 2.0, 0.40), "sharing_inter": run(4.0, 2.5, 0.40, shared=1)})
     assert df.loss_construct.tolist() == [4.0, 5.0] and df.rank_cpt.tolist() == [1, 2]
     assert df.experts.tolist() == ["4", "1+3"] and df.downstream_avg.tolist() == [40.0, 40.0]
+    assert df.downstream_construct.tolist() == [20.0, 20.0]
     notes = construction_notes(df, steps=20, tokens_per_step=2048, eval_limit=20)
     assert "the finding holds on loss after CPT" in notes[1] and "random, sharing_inter (40.0%" in notes[1]
     worse = construction_table({"random": run(3.0, 2.6, 0.4), "clustering": run(3.0, 2.2, 0.5)})
     assert "does not hold" in construction_notes(worse, 20, 2048, None)[1]
-    with pytest.raises(KeyError, match="'clustering' has no 'eval'"):
+    with pytest.raises(KeyError, match="'clustering' has no 'eval_construct'"):
         construction_table({"clustering": {"stats": {}, "cpt": {}}})
+
+
+def test_variant_table_describes_runs_and_puts_published_beside_ours():
+    from moelab.report.construction import published_configuration_averages, variant_notes, variant_table
+    from moelab.report.tables import load_published
+
+    def run(experts, top_k, shared=0, attention=None, after=2.0, active=50e6):
+        stats = {"method": "sequential", "num_experts": experts, "num_shared_experts": shared}
+        stats.update(
+            routed_experts=experts - shared, top_k=top_k - shared, overlap=[0], timing_s={"total": 1.0}
+        )
+        stats.update(
+            mlp_moe=experts > 0, attention=attention, parameters={"moe": {"total": 1.3e8, "active": active}}
+        )
+        cpt = {"val_loss_before": {"a": 5.0}, "val_loss_after": {"a": after}}
+        return {"stats": stats, "cpt": cpt, "eval_construct": {"average": 0.3}, "eval_cpt": {"average": 0.41}}
+
+    published = published_configuration_averages(load_published("llama_moe"))
+    assert published == {(16, 2): 55.5, (16, 4): 57.7, (8, 2): 57.6}
+    runs = {
+        "a": run(8, 2),
+        "b": run(16, 4, after=1.5),
+        "c": run(8, 2, shared=1),
+        "d": run(0, 0, attention={"num_experts": 3, "top_k": 2}, active=1.2e8),
+    }
+    df = variant_table(runs, published).set_index("run")
+    assert df.mlp.tolist() == ["8e top-2", "16e top-4", "1+7e top-1", "dense"]
+    assert df.attention.tolist() == ["dense"] * 3 + ["3e top-2"]
+    assert df.loc["a", "published"] == 57.6 and df.loc["a", "delta"] == round(41.0 - 57.6, 1)
+    assert df.loc["d", "published"] == "not published" and df.loc["d", "delta"] == ""
+    assert df.loc["b", "rank_cpt"] == 1 and df.loc["d", "active_m"] == 120.0
+    notes = variant_notes("granularity", df.reset_index(), 20, 2048, 20)
+    assert "lowest loss after CPT: b" in notes[1] and notes[1].index("b (1.5000)") < notes[1].index(
+        "a (2.0000)"
+    )

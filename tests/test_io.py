@@ -6,7 +6,7 @@ from conftest import tiny_llama
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
-from moelab.construct import dense_to_moe, random_split
+from moelab.construct import attention_moe_from_dense, dense_to_moe, random_split
 from moelab.io import count_parameters, load_model, save_model
 
 
@@ -25,6 +25,18 @@ def test_active_parameters_count_top_k_of_routed_experts():
     assert counts["active"] == counts["total"] - experts // 2
     dense_total = sum(p.numel() for p in dense.parameters())
     assert count_parameters(dense) == {"total": dense_total, "active": dense_total}
+
+
+@pytest.mark.parametrize("split", [1, 2])
+def test_active_parameters_count_top_k_of_attention_experts(split):
+    dense = tiny_llama()
+    moe = attention_moe_from_dense(dense, top_k=1, seed=0, expert_split=split)
+    e_a = moe.config.num_attention_experts
+    projs = ("q_proj", "o_proj") + (("k_proj", "v_proj") if split == 1 else ())
+    attn = sum(p.numel() for n, p in moe.named_parameters() if any(f"self_attn.{x}." in n for x in projs))
+    counts = count_parameters(moe)
+    assert e_a == moe.config.num_key_value_heads * split
+    assert counts["active"] == counts["total"] - int(attn * (1 - 1 / e_a))
 
 
 def test_save_load_round_trip_and_errors(tmp_path):

@@ -48,21 +48,27 @@ def save_model(model, tokenizer, out: str | Path) -> Path:
 
 
 def count_parameters(model) -> dict[str, int]:
-    """Total parameters and parameters active per token.
+    """Total parameters and parameters activated per token (the papers' "activated parameters").
 
     For LlamaMoE, routed MLP experts count ``top_k / num_experts`` of their parameters in each layer (shared
-    experts and dense layers count fully). Attention-MoE heads are counted as active: every head still runs.
+    experts and dense layers count fully). With attention MoE (LLaMA-MoE v2 sec. 2) the query and output
+    projections count ``attention_top_k / E_a`` (E_a attention experts), and so do the key/value projections
+    when every expert owns its KV head (attention_expert_split 1); with split > 1 the experts of a group share
+    its KV head, which then counts fully. Routers count fully.
     """
     total = sum(p.numel() for p in model.parameters())
     cfg = model.config
     if not hasattr(cfg, "layer_num_experts"):
         return {"total": total, "active": total}
-    routed = 0.0
+    inactive = 0.0
+    attn_projs = ("q_proj", "o_proj") + (("k_proj", "v_proj") if cfg.attention_expert_split == 1 else ())
     for name, p in model.named_parameters():
         if ".mlp.experts." in name:
             layer = int(name.split(".layers.")[1].split(".")[0])
-            routed += p.numel() * (1 - cfg.top_k / cfg.layer_num_experts(layer))
-    return {"total": total, "active": int(total - routed)}
+            inactive += p.numel() * (1 - cfg.top_k / cfg.layer_num_experts(layer))
+        elif cfg.attention_moe and any(f".self_attn.{proj}." in name for proj in attn_projs):
+            inactive += p.numel() * (1 - cfg.attention_top_k / cfg.num_attention_experts)
+    return {"total": total, "active": int(total - inactive)}
 
 
 def lm_loss(model, out) -> float:

@@ -1,7 +1,7 @@
 """Dense -> MoE construction: neuron partition methods, router initialisation and weight surgery."""
 
 from .attention import attention_moe_from_dense
-from .build import Construction, construct_moe
+from .build import VARIANT_KEYS, Construction, construct_moe, construct_variant
 from .calibration import calibration_blocks, mlp_inputs
 from .clustering import balanced_kmeans, clustering_split
 from .coactivation import coactivation_counts, coactivation_split
@@ -40,6 +40,7 @@ __all__ = [
     "coactivation_counts",
     "coactivation_split",
     "construct_moe",
+    "construct_variant",
     "Construction",
     "CONSTRUCT_METHODS",
     "dense_to_moe",
@@ -63,4 +64,5 @@ __all__ = [
     "sharing_inner_split",
     "sharing_inter_split",
     "split_sizes",
+    "VARIANT_KEYS",
 ]

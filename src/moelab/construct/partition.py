@@ -97,7 +97,8 @@ def partition_stats(partition, intermediate_size: int, num_shared_experts: int =
 
 def save_partition(partition, path: str | Path, metadata: dict | None = None) -> Path:
     """Write a partition as safetensors, one tensor "layer.{l}.expert.{e}" per set; `metadata` (str values
-    after JSON encoding) goes into the safetensors header. Returns the path."""
+    after JSON encoding) goes into the safetensors header. An empty partition (MLPs left dense, e.g. an
+    attention-MoE-only run) writes a file with no tensors. Returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {
@@ -106,7 +107,7 @@ def save_partition(partition, path: str | Path, metadata: dict | None = None) ->
         for e, idx in enumerate(experts)
     }
     meta = {k: json.dumps(v) for k, v in (metadata or {}).items()}
-    meta["shape"] = json.dumps([len(partition), len(partition[0])])
+    meta["shape"] = json.dumps([len(partition), len(partition[0]) if partition else 0])
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
