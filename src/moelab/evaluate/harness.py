@@ -1,12 +1,15 @@
-"""Zero/few-shot multiple-choice evaluation of a checkpoint folder with lm-eval on local data.
+"""Zero/few-shot evaluation of a checkpoint folder with lm-eval on local data (multiple choice and generation).
 
     run_lm_eval(model_dir, ["arc_easy", "piqa"], eval_dir, limit=50)
       -> {"tasks": {"arc_easy": {"acc": .., "acc_stderr": .., "acc_norm": .., ..., "num_fewshot": 0, "n": 50}},
           "primary": {"arc_easy": ..}, "average": .., "lm_eval_version": "0.4.13"}
 
-Scoring is lm-eval's loglikelihood multiple choice (Gao et al., "lm-evaluation-harness"): for each choice,
+Multiple-choice scoring is lm-eval's loglikelihood (Gao et al., "lm-evaluation-harness"): for each choice,
 sum of the log-probabilities of the continuation tokens given the context; acc = argmax is gold; acc_norm
-divides each sum by the choice's length in characters first. Nothing touches the network: the hub and
+divides each sum by the choice's length in characters first. Generation tasks (NQ, TriviaQA, GSM8K, BBH,
+HumanEval, MBPP) decode greedily (or sample, for pass@k with k > 1) and are scored by
+`moelab.evaluate.tasks.generation` (exact match, pass@k with code run in `moelab.evaluate.sandbox`).
+Group tasks (mmlu, bbh) report lm-eval's group aggregate. Nothing touches the network: the hub and
 datasets libraries are switched to offline mode for the duration of the call.
 """
 
@@ -17,7 +20,14 @@ import tempfile
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from moelab.evaluate.tasks import PRIMARY_METRIC, TASK_PREFIX, check_tasks, write_task_yamls
+from moelab.evaluate.tasks import (
+    TASK_PREFIX,
+    TASK_SPECS,
+    check_tasks,
+    data_files,
+    resolve_num_fewshot,
+    write_task_yamls,
+)
 
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -61,7 +71,8 @@ def load_tasks(
     """Build lm-eval Task objects (data loaded) for short task names, e.g. to inspect their docs.
 
     Returns:
-        {short task name: lm_eval.api.task.ConfigurableTask}.
+        {short task name: lm_eval.api.task.ConfigurableTask}; a group task contributes its members instead,
+        e.g. "mmlu_anatomy", "bbh_navigate".
     Raises:
         ValueError / FileNotFoundError: as `moelab.evaluate.tasks.write_task_yamls`.
     """
@@ -78,6 +89,17 @@ def _float_or_none(value) -> float | None:
     return None
 
 
+def _metrics(result: Mapping) -> dict[str, float | None]:
+    """One lm-eval result entry ({"acc,none": .., "acc_stderr,none": .., "alias": ..}) -> {"acc": .., ...}.
+
+    Our tasks use one filter pipeline each ("none", or "all_samples" for the code tasks), so the filter name is
+    dropped; were there several, the keys keep it ("exact_match,strict").
+    """
+    keyed = [(k.partition(","), v) for k, v in result.items() if "," in k]
+    filters = {f for (_, _, f), _ in keyed}
+    return {(m if len(filters) == 1 else f"{m},{f}"): _float_or_none(v) for (m, _, f), v in keyed}
+
+
 def summarise(raw: dict, tasks: list[str]) -> dict:
     """Reduce an lm-eval `simple_evaluate` result to moelab's JSON-serialisable summary.
 
@@ -87,24 +109,27 @@ def summarise(raw: dict, tasks: list[str]) -> dict:
     Returns:
         {"tasks": {task: {metric: v, metric_stderr: v, "num_fewshot": n, "n": examples}},
          "primary": {task: value of PRIMARY_METRIC[task]}, "average": unweighted mean of the primaries,
-         "lm_eval_version": str}. Metric values are fractions in [0, 1].
+         "subtasks": {group task: {member: its primary metric}}, "lm_eval_version": str}.
+        A group task's (mmlu, bbh) metrics are lm-eval's group aggregate (`TaskSpec.weight_by_size`), its "n"
+        the sum over members. Metric values are fractions in [0, 1] (LAMBADA's perplexity excepted).
     Raises:
         KeyError: a task or its primary metric is missing from `raw`.
     """
     from lm_eval import __version__
 
-    summary: dict = {"tasks": {}, "primary": {}}
+    summary: dict = {"tasks": {}, "primary": {}, "subtasks": {}}
     for task in tasks:
-        name = TASK_PREFIX + task
-        metrics = {}
-        for key, value in raw["results"][name].items():
-            metric, _, filter_name = key.partition(",")
-            if filter_name == "none":  # "acc,none" -> "acc", "acc_stderr,none" -> "acc_stderr"
-                metrics[metric] = _float_or_none(value)
-        metrics["num_fewshot"] = int(raw["n-shot"][name])
-        metrics["n"] = int(raw["n-samples"][name]["effective"])
+        spec, name = TASK_SPECS[task], TASK_PREFIX + task
+        members = [f"{name}_{m}" for m in spec.subtasks] or [name]
+        metrics = _metrics(raw["results"][name])
+        metrics["num_fewshot"] = int(raw["n-shot"][members[0]])
+        metrics["n"] = sum(int(raw["n-samples"][m]["effective"]) for m in members)
         summary["tasks"][task] = metrics
-        summary["primary"][task] = metrics[PRIMARY_METRIC[task]]
+        summary["primary"][task] = metrics[spec.metric]
+        if spec.subtasks:
+            summary["subtasks"][task] = {
+                m: _metrics(raw["results"][f"{name}_{m}"])[spec.metric] for m in spec.subtasks
+            }
     primaries = list(summary["primary"].values())
     summary["average"] = sum(primaries) / len(primaries)
     summary["lm_eval_version"] = __version__
@@ -123,14 +148,14 @@ def run_lm_eval(
     dtype: str = "float32",
     seed: int = 1234,
 ) -> dict:
-    """Evaluate a causal LM checkpoint folder on local multiple-choice tasks with lm-eval.
+    """Evaluate a causal LM checkpoint folder on local tasks with lm-eval.
 
     Args:
         model_dir: `save_pretrained` folder (config.json, safetensors, tokenizer). MoE models load through
             the Auto classes once `moelab.models` is imported.
         tasks: short names from `moelab.evaluate.tasks.TASKS`, e.g. ["arc_easy", "hellaswag"].
-        eval_dir: folder holding `<task>/data-00000-of-00001.arrow`.
-        limit: evaluate the first `limit` validation docs of each task; None = all.
+        eval_dir: folder holding the download stage's `<task>/` data folders.
+        limit: evaluate the first `limit` docs of each task (of each member of a group task); None = all.
         num_fewshot: int for all tasks or {task: n} (missing tasks 0); e.g. LLAMA_MOE_NUM_FEWSHOT.
         batch_size: lm-eval batch size (requests per forward pass).
         device: torch device, e.g. "cpu", "cuda:0".
@@ -155,18 +180,44 @@ def run_lm_eval(
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"dtype must name a torch dtype (e.g. 'float32', 'bfloat16'), got {dtype!r}")
 
+    resolve_num_fewshot(tasks, num_fewshot)  # validate shots and data files before loading the model
+    for task in tasks:
+        data_files(eval_dir, task)
+    with offline():
+        from lm_eval.models.huggingface import HFLM
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
+
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
+        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal")
+    return evaluate_lm(lm, tasks, eval_dir, limit=limit, num_fewshot=num_fewshot, seed=seed)
+
+
+def evaluate_lm(
+    lm,
+    tasks: list[str],
+    eval_dir: Path,
+    *,
+    limit: int | None,
+    num_fewshot: Mapping[str, int] | int = 0,
+    seed: int = 1234,
+) -> dict:
+    """Evaluate an lm-eval `LM` (e.g. HFLM, or a test stub) on local tasks; the body of `run_lm_eval`.
+
+    Args: as `run_lm_eval`; `lm` is an `lm_eval.api.model.LM` instance.
+    Returns:
+        the summary described in `summarise`.
+    Raises:
+        ValueError / FileNotFoundError: as `moelab.evaluate.tasks.write_task_yamls`.
+    """
+    tasks = check_tasks(tasks)
     with tempfile.TemporaryDirectory(prefix="moelab_lm_eval_") as include_dir:
-        write_task_yamls(tasks, eval_dir, Path(include_dir), num_fewshot)  # validates before model load
+        write_task_yamls(tasks, eval_dir, Path(include_dir), num_fewshot)
         with offline():
             import lm_eval
-            from lm_eval.models.huggingface import HFLM
-            from transformers import AutoModelForCausalLM, AutoTokenizer
 
-            import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
-
-            tokenizer = AutoTokenizer.from_pretrained(model_dir)
-            model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
-            lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal")
             raw = lm_eval.simple_evaluate(
                 model=lm,
                 tasks=[TASK_PREFIX + t for t in tasks],
@@ -178,5 +229,7 @@ def run_lm_eval(
                 numpy_random_seed=seed,
                 torch_random_seed=seed,
                 fewshot_random_seed=seed,
+                # code tasks execute model output: only inside moelab.evaluate.sandbox (generation.py)
+                confirm_run_unsafe_code=any(TASK_SPECS[t].unsafe_code for t in tasks),
             )
     return summarise(raw, tasks)
