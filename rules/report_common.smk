@@ -1,0 +1,88 @@
+# Helpers of rules/report.smk: paths, the registry's inputs, and which inputs the workflow can make.
+import os
+import sys
+
+from moelab.report.papers import FIGURES, OUTPUTS, PAPERS, TABLES, index_markdown
+
+PAPERS_DIR = "results/papers"
+LLAMA_MOE = f"{PAPERS_DIR}/llama_moe"  # also used by rules/construct_ablation.smk
+PAPER_LABELS = {
+    "llama_moe": "LLaMA-MoE",
+    "llama_moe_v2": "LLaMA-MoE v2",
+    "moe_sft": "MoE-SFT",
+    "moe_compression": "MoE compression",
+    "sparse_adapter": "SparseAdapter",
+    "idat": "iDAT",
+    "pad_net": "PAD-Net",
+    "graphs_gpt": "GraphsGPT",
+}
+# Inputs besides evaluation results, per table (read by scripts/report_paper_table.py).
+TABLE_EXTRA_INPUTS = {("moe_compression", "table_main"): {"block_scores": "results/compress/block_scores.json"}}
+ROUTING_DIR = "results/routing/{stage}"
+PAPER_TABLE_CONFIG = {k: config[k] for k in ("model", "construct", "pretrain", "sft", "evaluate")}
+# Expert-load figures from the routing CSVs: (paper, figure) -> routing stage, kind, with specialisation panel.
+SOURCE_LABELS = {"pretrain_domain": "pretraining domain", "sft_domain": "SFT data set"}
+EXPERT_LOAD = {
+    ("llama_moe", "fig_expert_load"): ("pretrain", "pretrain_domain", True),
+    ("moe_sft", "fig_expert_load_by_dataset"): ("sft", "sft_domain", True),
+}
+
+
+def producible(path):
+    """The file exists or a rule of the workflow can make it (called lazily, once every rule is defined)."""
+    return os.path.exists(path) or any(r.is_producer(path) for r in workflow.rules)
+
+
+def eval_input(source):
+    """Evaluation result of a source key ``stage/paper``, or None when no rule can make it yet (the table
+    then shows "not reproduced yet" in that row)."""
+    stage, paper = source.split("/")
+    path = f"results/eval/{stage}/{paper}.json"
+    return path if producible(path) else None
+
+
+def table_inputs(spec):
+    def inputs(wildcards):
+        evals = [p for p in (eval_input(s) for s in spec.sources()) if p]
+        return {"evals": evals, **TABLE_EXTRA_INPUTS.get((spec.paper, spec.name), {})}
+
+    return inputs
+
+
+def table_sources(spec):
+    return lambda wildcards: [s for s in spec.sources() if eval_input(s)]
+
+
+def expert_load_inputs(stage, with_specialisation):
+    inputs = {"gate_load": f"{ROUTING_DIR.format(stage=stage)}/gate_load.csv"}
+    if with_specialisation:
+        inputs["specialisation"] = f"{ROUTING_DIR.format(stage=stage)}/specialisation.csv"
+    return inputs
+
+
+def figure_inputs_ready(paper, name):
+    key = (paper, name)
+    if key not in EXPERT_LOAD:
+        return True
+    stage, _, with_spec = EXPERT_LOAD[key]
+    return all(producible(p) for p in expert_load_inputs(stage, with_spec).values())
+
+
+def paper_targets(*papers):
+    """Files of the papers' outputs that belong in `rule all` (not the construction ablation); a figure whose
+    routing CSVs no rule can make yet is left out (with a warning) until the routing rule exists."""
+
+    def targets(wildcards):
+        files = []
+        for paper in papers:
+            files.append(f"{PAPERS_DIR}/{paper}/index.md")
+            for name, out in OUTPUTS[paper].items():
+                if not out.in_all:
+                    continue
+                if not figure_inputs_ready(paper, name):
+                    print(f"report: skipping {paper}/{name}: no rule makes its routing CSVs yet", file=sys.stderr)
+                    continue
+                files += [f"{PAPERS_DIR}/{paper}/{name}.{ext}" for ext in out.extensions]
+        return files
+
+    return targets

@@ -1,0 +1,30 @@
+"""One paper table, published beside ours (rules <paper>_<table>, registry moelab.report.papers)."""
+
+import json
+from pathlib import Path
+
+from moelab.provenance import Provenance
+from moelab.report import (
+    compression_extras,
+    load_published,
+    paper_table,
+    scale_note,
+    table_spec,
+    write_paper_table,
+)
+from moelab.report.tables import read_eval
+from moelab.runtime import setup
+
+sm = snakemake  # noqa: F821
+setup(sm.log[0], 1, 0)
+spec = table_spec(sm.params.paper, sm.params.table)
+evals = list(sm.input.evals)
+prov = Provenance(config=sm.params.config, inputs=list(sm.input))
+ours = {source: read_eval(path) for source, path in zip(sm.params.sources, evals, strict=True)}
+extras = {}
+if "block_scores" in sm.input.keys():
+    extras = compression_extras(json.loads(Path(sm.input.block_scores).read_text()))
+long = paper_table(spec, load_published(spec.paper), ours, extras)
+write_paper_table(spec, long, Path(sm.output.csv), Path(sm.output.md), notes=[scale_note(sm.params.config)])
+for path in (sm.output.csv, sm.output.md):
+    prov.write(path, extra={"sources": dict(zip(sm.params.sources, evals, strict=True))})
