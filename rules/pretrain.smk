@@ -1,5 +1,7 @@
 # Stage 3: continual pre-training on packed domain sequences with static domain weights.
 # Checkpoints live outside the rule's outputs (results/checkpoints/pretrain) so a killed job resumes.
+# config launcher: runs in the job (kind none) or as launcher.num_processes processes under torchrun /
+# accelerate launch (DDP, or FSDP for 7-8B models) started by scripts/train.py inside the job; gpu = num_processes.
 
 
 rule pretrain:
@@ -10,10 +12,11 @@ rule pretrain:
         model=directory("results/models/pretrain"),
         log_csv="results/pretrain/log.csv",
     params:
-        train=config["pretrain"],
+        train=train_section(config, "pretrain"),
         seed=config["seed"],
         device=config["device"],
         dtype=config["dtype"],
+        launcher=LAUNCHER,
         ckpt_dir="results/checkpoints/pretrain",
     log:
         "logs/pretrain/pretrain.log",
@@ -23,7 +26,7 @@ rule pretrain:
     resources:
         mem_mb=12000,
         runtime=120,
-        gpus=1 if config["device"] == "cuda" else 0,
+        gpu=train_gpus(),
     conda:
         "../envs/training.yaml"
     script:

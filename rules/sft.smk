@@ -1,4 +1,6 @@
 # Stage 4: instruction tuning with the chat template, loss on assistant tokens, uniform mixture.
+# config launcher: runs in the job (kind none) or as launcher.num_processes processes under torchrun /
+# accelerate launch (DDP, or FSDP for 7-8B models) started by scripts/train.py inside the job; gpu = num_processes.
 
 
 rule sft:
@@ -9,10 +11,11 @@ rule sft:
         model=directory("results/models/sft"),
         log_csv="results/sft/log.csv",
     params:
-        train=config["sft"],
+        train=train_section(config, "sft"),
         seed=config["seed"],
         device=config["device"],
         dtype=config["dtype"],
+        launcher=LAUNCHER,
         ckpt_dir="results/checkpoints/sft",
     log:
         "logs/sft/sft.log",
@@ -22,7 +25,7 @@ rule sft:
     resources:
         mem_mb=12000,
         runtime=120,
-        gpus=1 if config["device"] == "cuda" else 0,
+        gpu=train_gpus(),
     conda:
         "../envs/training.yaml"
     script:

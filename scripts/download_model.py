@@ -1,10 +1,14 @@
 """Materialise the dense model as a safetensors HF folder (rule download_model)."""
 
+import os
 from pathlib import Path
 
-from moelab.data import sources
-from moelab.provenance import Provenance
-from moelab.runtime import setup
+if snakemake.params.model["source"] == "pretrained":  # noqa: F821 - a hub id needs the hub (setup forbids it)
+    os.environ.setdefault("HF_HUB_OFFLINE", "0")
+
+from moelab.data import sources  # noqa: E402
+from moelab.provenance import Provenance  # noqa: E402
+from moelab.runtime import setup  # noqa: E402
 
 log = setup(snakemake.log[0], snakemake.threads, snakemake.params.seed)  # noqa: F821
 m = snakemake.params.model  # noqa: F821

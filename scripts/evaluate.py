@@ -1,27 +1,43 @@
-"""lm-eval on the local tasks for one pipeline stage's model (rule evaluate)."""
+"""lm-eval on one paper's task set for one pipeline stage's model, through the per-task cache (rule evaluate)."""
 
+import os
 from pathlib import Path
 
-from moelab.evaluate import run_lm_eval
-from moelab.provenance import Provenance, write_json
-from moelab.runtime import resolve_device, setup
+cfg = snakemake.params.evaluate  # noqa: F821
+if cfg.get("suite") == "hub":
+    os.environ.setdefault("HF_HUB_OFFLINE", "0")  # hub data sets are downloaded (unless the user set it)
+    os.environ.setdefault("HF_DATASETS_OFFLINE", "0")
+
+from moelab.evaluate.cache import EvalCache  # noqa: E402
+from moelab.evaluate.plan import run_plan  # noqa: E402
+from moelab.provenance import Provenance, write_json  # noqa: E402
+from moelab.runtime import resolve_device, setup  # noqa: E402
 
 sm = snakemake  # noqa: F821
-cfg = sm.params.evaluate
+stage, paper = sm.wildcards.stage, sm.wildcards.paper
 log = setup(sm.log[0], sm.threads, sm.params.seed)
-prov = Provenance(config=cfg, inputs=[sm.input.model], seed=sm.params.seed)
-result = run_lm_eval(
+plan = sm.params.plan
+prov = Provenance(config={**cfg, "paper": paper, "plan": plan}, inputs=[sm.input.model], seed=sm.params.seed)
+suite = cfg.get("suite") or "local"
+result = run_plan(
     Path(sm.input.model),
-    cfg["tasks"],
-    Path(sm.input.data[0]).parent,
-    limit=cfg.get("limit"),
-    num_fewshot=cfg.get("num_fewshot", 0),
-    batch_size=cfg.get("batch_size", 16),
+    plan,
+    suite=suite,
+    eval_dir=Path(sm.params.eval_dir) if suite == "local" else None,
+    cache=EvalCache(sm.params.cache_dir, enabled=cfg.get("cache") is not False),
+    batch_size=cfg.get("batch_size") or 16,
     device=resolve_device(sm.params.device),
     dtype=sm.params.dtype,
     seed=sm.params.seed,
 )
-result["stage"] = sm.wildcards.stage
+result = {"stage": stage, "paper": paper, "suite": suite, "max_fewshot": cfg.get("max_fewshot"), **result}
 write_json(sm.output[0], result)
-prov.write(sm.output[0])
-log.info("%s: primary %s average %s", sm.wildcards.stage, result["primary"], result["average"])
+prov.write(sm.output[0], extra={"cached": result["cached"]})
+log.info(
+    "%s on %s: primary %s average %s cached %s",
+    stage,
+    paper,
+    result["primary"],
+    result["average"],
+    result["cached"],
+)

@@ -76,14 +76,25 @@ def test_smoke_workflow_end_to_end(tmp_path):
     snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=wf)
     paper = wf / "results" / "papers" / "llama_moe"
     table = pd.read_csv(paper / "table_main.csv")
-    ours = table[table.source == "ours"]
-    assert len(ours) == 5 and len(table) == 10
+    assert set(table.ours_from.dropna()) == {"dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe"}
+    cpt = table[(table.row == "ours: MoE after CPT") & (table.column == "arc_easy")].iloc[0]
+    assert cpt.published == 65.3 and cpt.delta == round(float(cpt.ours) - 65.3, 2)
     for path in (paper / "table_main.csv", paper / "table_main.md", paper / "fig_pretrain_loss.png"):
         meta = json.loads(Path(str(path) + ".meta.json").read_text())
         assert meta["versions"]["torch"] and meta["inputs"]
-    for stage in ("dense", "moe", "pretrain", "sft", "compress"):
-        res = json.loads((wf / "results" / "eval" / f"{stage}.json").read_text())
-        assert len(res["primary"]) == 7
+    evals = wf / "results" / "eval"
+    for key in ("dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe", "pretrain/moe_sft", "sft/moe_sft",
+                "sft/moe_compression", "compress/moe_compression"):  # fmt: skip
+        res = json.loads((evals / f"{key}.json").read_text())
+        assert f"{res['stage']}/{res['paper']}" == key and res["model_sha256"]
+        assert set(res["primary"]) == set(res["paper_fewshot"]) == set(res["cached"])
+        assert all(res["tasks"][t]["num_fewshot"] == min(n, 1) for t, n in res["paper_fewshot"].items())
+    # pretrain/llama_moe and pretrain/moe_sft share 0-shot ARC-e: scored by the first job, cached for the second
+    shared = [json.loads((evals / "pretrain" / f"{p}.json").read_text()) for p in ("llama_moe", "moe_sft")]
+    assert sorted(r["cached"]["arc_easy"] for r in shared) == [False, True]
+    assert shared[0]["tasks"]["arc_easy"] == shared[1]["tasks"]["arc_easy"]
+    load = pd.read_csv(wf / "results" / "routing" / "pretrain" / "gate_load.csv")
+    assert load.groupby(["source", "layer"]).fraction.sum().round(6).eq(1).all()
     log = pd.read_csv(wf / "results" / "pretrain" / "log.csv")
     assert list(log.step) == list(range(1, 7))
     compressed = json.loads((wf / "results" / "models" / "compress" / "config.json").read_text())

@@ -9,28 +9,33 @@ class ConfigError(ValueError):
 
 def check_config(cfg: dict) -> None:
     """Raise :class:`ConfigError` naming the offending key when sections of ``cfg`` disagree."""
+    ablation_runs(cfg)
     c = cfg["construct"]
     if c["top_k"] > c["num_experts"]:
         raise ConfigError(f"construct.top_k={c['top_k']} exceeds construct.num_experts={c['num_experts']}")
+    check_data_source(cfg)
     domains = set(cfg["data"]["pretrain_domains"])
-    for key in cfg["pretrain"]["domain_weights"]:
-        if key not in domains:
+    for key, weight in cfg["pretrain"]["domain_weights"].items():
+        if key not in domains and weight != 0:
             raise ConfigError(
                 f"pretrain.domain_weights has domain {key!r} that is not in data.pretrain_domains {sorted(domains)}"
+                " (weight 0 leaves it out)"
             )
-    if sum(cfg["pretrain"]["domain_weights"].values()) <= 0:
+    if sum(train_section(cfg, "pretrain")["domain_weights"].values()) <= 0:
         raise ConfigError("pretrain.domain_weights must have a positive sum")
     sft_domains = set(cfg["data"]["sft_domains"])
-    for key in cfg["sft"]["domain_weights"]:
-        if key not in sft_domains:
+    for key, weight in cfg["sft"]["domain_weights"].items():
+        if key not in sft_domains and weight != 0:
             raise ConfigError(
                 f"sft.domain_weights has data set {key!r} that is not in data.sft_domains {sorted(sft_domains)}"
+                " (weight 0 leaves it out)"
             )
     calib = cfg["compress"].get("calib_domain", "web")
     if calib not in domains:
         raise ConfigError(
             f"compress.calib_domain={calib!r} is not in data.pretrain_domains {sorted(domains)}"
         )
+    check_launcher(cfg)
     m = cfg["model"]
     needed = {"gguf": ("gguf_package", "gguf_file"), "pretrained": ("pretrained",), "tiny": ("tiny",)}[
         m["source"]
@@ -38,3 +43,136 @@ def check_config(cfg: dict) -> None:
     for key in needed:
         if key not in m:
             raise ConfigError(f"model.source={m['source']!r} needs model.{key}")
+    from moelab.evaluate.plan import check_evaluate_config
+
+    check_evaluate_config(cfg["evaluate"])  # papers' tasks exist in the suite, stages name known papers
+
+
+def train_section(cfg: dict, section: str) -> dict:
+    """The config's ``pretrain:`` / ``sft:`` section with domain weights of the extracted domains only.
+
+    A config merged over another (config/paper.yaml over config.yaml) cannot delete the base's weight keys;
+    it sets them to 0, and they are dropped here. A domain without a weight is an error.
+
+    Raises:
+        ConfigError: a domain of ``data.<section>_domains`` has no weight (names it).
+    """
+    domains = cfg["data"]["pretrain_domains" if section == "pretrain" else "sft_domains"]
+    weights = cfg[section]["domain_weights"]
+    missing = [d for d in domains if d not in weights]
+    if missing:
+        raise ConfigError(f"{section}.domain_weights has no weight for {missing} (0 to skip a domain)")
+    return {**cfg[section], "domain_weights": {d: weights[d] for d in domains}}
+
+
+ABLATION_TABLES = ("configurations", "granularity", "mlp_vs_attention")
+
+
+def ablation_runs(cfg: dict) -> dict[str, dict]:
+    """Every construction run of the ablations: run name -> `moelab.construct.construct_variant` spec.
+
+    A run per method in ``construct_ablation.methods`` (built with construct.num_experts / top_k, the ablation's
+    router_init, and num_shared_experts for methods that pick shared neurons themselves), plus every entry of
+    ``construct_ablation.variants`` (its spec; router_init defaults to the ablation's).
+
+    Raises:
+        ConfigError: a variant named like a method, or a table list (configurations, granularity,
+            mlp_vs_attention) naming a run that does not exist.
+    """
+    from moelab.construct import SHARED_EXPERT_METHODS
+
+    a = cfg.get("construct_ablation") or {}
+    c = cfg["construct"]
+    runs: dict[str, dict] = {}
+    for method in a.get("methods", []):
+        spec = {"method": method, "num_experts": c["num_experts"], "top_k": c["top_k"]}
+        spec["router_init"] = a.get("router_init", "random")
+        if method in SHARED_EXPERT_METHODS:
+            spec["num_shared_experts"] = a.get("num_shared_experts", 1)
+        runs[method] = spec
+    for name, spec in (a.get("variants") or {}).items():
+        if name in runs:
+            raise ConfigError(
+                f"construct_ablation.variants.{name} has the name of a method; rename the variant"
+            )
+        runs[name] = {"router_init": a.get("router_init", "random"), **spec}
+    for table in ABLATION_TABLES:
+        missing = [r for r in a.get(table, []) if r not in runs]
+        if missing:
+            raise ConfigError(
+                f"construct_ablation.{table} names unknown run(s) {missing}; runs: methods and variants {sorted(runs)}"
+            )
+    return runs
+
+
+# The domains the local (PyPI) extractors know; moelab.data.sources.PRETRAIN_DOMAINS / SFT_DOMAINS (a test
+# keeps them equal; repeated here so that checking a config does not import torch).
+LOCAL_PRETRAIN_DOMAINS = ("code", "books", "web", "wiki", "math")
+LOCAL_SFT_DOMAINS = ("general", "math", "code")
+
+
+def check_data_source(cfg: dict) -> None:
+    """``data.source`` local: domains the PyPI extractors know; hub: every domain has a ``data.hub`` entry.
+
+    Raises:
+        ConfigError: names the domain and the key (``data.pretrain_domains``, ``data.hub.pretrain.<d>``, ...).
+    """
+    d = cfg["data"]
+    source = d.get("source", "local")
+    for kind, local in (("pretrain", LOCAL_PRETRAIN_DOMAINS), ("sft", LOCAL_SFT_DOMAINS)):
+        domains = d[f"{kind}_domains"]
+        if source == "local":
+            unknown = [x for x in domains if x not in local]
+            if unknown:
+                raise ConfigError(
+                    f"data.{kind}_domains has {unknown}, unknown to data.source local; "
+                    f"local domains: {list(local)} (or set data.source: hub with data.hub.{kind})"
+                )
+            continue
+        specs = (d.get("hub") or {}).get(kind) or {}
+        missing = [x for x in domains if x not in specs]
+        if missing:
+            raise ConfigError(
+                f"data.source hub: data.hub.{kind} has no entry for {missing} (data.{kind}_domains)"
+            )
+        for name in domains:
+            spec = specs[name]
+            if ("filter_field" in spec) != ("filter_value" in spec):
+                raise ConfigError(f"data.hub.{kind}.{name}: give filter_field and filter_value together")
+            if (
+                kind == "sft"
+                and spec.get("format") == "fields"
+                and not (spec.get("prompt_fields") and spec.get("response_field"))
+            ):
+                raise ConfigError(
+                    f"data.hub.sft.{name}: format fields needs prompt_fields and response_field"
+                )
+
+
+def check_launcher(cfg: dict) -> None:
+    """``launcher`` vs ``device`` and the training batch sizes.
+
+    Raises:
+        ConfigError: several processes with ``kind: none``; ``kind: accelerate`` on CPU (accelerate launch
+            starts several CPU processes only through MPI: use torchrun) or without ``accelerate_config``;
+            a ``batch_size`` that does not split into ``micro_batch_size x num_processes`` (names the section).
+    """
+    launcher = cfg.get("launcher") or {}
+    kind, n = launcher.get("kind", "none"), int(launcher.get("num_processes", 1))
+    if kind == "none" and n > 1:
+        raise ConfigError(f"launcher.num_processes={n} needs launcher.kind torchrun or accelerate")
+    if kind == "accelerate":
+        if cfg["device"] == "cpu":
+            raise ConfigError("launcher.kind accelerate needs device cuda; use launcher.kind torchrun on CPU")
+        if not launcher.get("accelerate_config"):
+            raise ConfigError(
+                "launcher.kind accelerate needs launcher.accelerate_config (config/accelerate/*.yaml)"
+            )
+    for section in ("pretrain", "sft"):
+        t = cfg[section]
+        micro = t.get("micro_batch_size") or 1
+        if t["batch_size"] % n or (t["batch_size"] // n) % micro:
+            raise ConfigError(
+                f"{section}.batch_size={t['batch_size']} does not split into {section}.micro_batch_size="
+                f"{t.get('micro_batch_size')} x launcher.num_processes={n}"
+            )

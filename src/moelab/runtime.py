@@ -47,3 +47,18 @@ def resolve_device(device: str) -> str:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("config device='cuda' but torch sees no CUDA device; set device: cpu")
     return device
+
+
+def resolve_dtype(device: str, dtype: str) -> str:
+    """``dtype`` if ``device`` can train in it (config keys ``device`` + ``dtype``, one GPU switch).
+
+    bfloat16 runs on CPU (slowly) and on GPUs that support it (compute capability >= 8.0: A100, H100, ...).
+
+    Raises:
+        ValueError: unknown dtype, or bfloat16 on a GPU without bf16 support (names the keys to change).
+    """
+    if dtype not in DTYPES:
+        raise ValueError(f"config dtype={dtype!r} is not one of {sorted(DTYPES)}")
+    if dtype == "bfloat16" and device == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ValueError("config dtype='bfloat16' but this GPU has no bf16 support; set dtype: float32")
+    return dtype

@@ -9,6 +9,7 @@ counts only once its completion marker exists, so a killed run resumes exactly w
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import shutil
@@ -24,6 +25,7 @@ from tqdm.auto import tqdm
 from moelab.io import aux_value, lm_loss, save_model
 from moelab.provenance import fingerprint
 from moelab.train.checkpoint import claim_checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
+from moelab.train.dist import is_fsdp, label_tokens, make_accelerator, reduce_sum, split_batch
 
 LOG_FIELDS = (
     "step",
@@ -52,6 +54,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     save_every: int = 10
     keep_checkpoints: int = 2
+    micro_batch_size: int | None = None  # rows per forward pass and process; None = no accumulation
     seed: int = 1227
     extra: dict = field(default_factory=dict)
 
@@ -62,6 +65,10 @@ class TrainConfig:
         return cls(**{k: v for k, v in section.items() if k in names}, seed=seed)
 
     def __post_init__(self):
+        if self.micro_batch_size is not None and int(self.micro_batch_size) <= 0:
+            raise ValueError(
+                f"train config: micro_batch_size must be a positive integer, got {self.micro_batch_size}"
+            )
         for key in ("steps", "save_every", "keep_checkpoints"):
             if int(getattr(self, key)) <= 0:
                 raise ValueError(f"train config: {key} must be a positive integer, got {getattr(self, key)}")
@@ -121,70 +128,102 @@ def train(
     device: str = "cpu",
     on_checkpoint: Callable[[int], None] | None = None,
     run_id: str | None = None,
+    accelerator=None,
 ) -> dict:
     """Train ``model`` for ``cfg.steps`` steps, resuming from the newest complete checkpoint in ``ckpt_dir``.
+
+    Single process (the demo's CPU path): one forward/backward per step on the whole batch. Several
+    processes (``torchrun`` / ``accelerate launch``) and/or ``cfg.micro_batch_size``: each process takes its
+    rows of the same global batch and accumulates micro-batches (``moelab.train.dist``); DDP or FSDP
+    wrapping, device placement and the process group come from ``accelerator``. Only the main process writes
+    the log and the checkpoints.
 
     Args:
         model: an HF causal LM; ``model(**batch).loss`` is the training loss (for LlamaMoE it already
             includes ``balance_loss_weight * aux_loss``).
-        source: yields batches ``{"input_ids": LongTensor[B, T], "labels": LongTensor[B, T], ...}``.
+        source: yields batches ``{"input_ids": LongTensor[B, T], "labels": LongTensor[B, T], ...}``; B is the
+            global batch (every process draws the same one).
         ckpt_dir: folder for ``step-XXXXXX`` checkpoints (kept after the run; the latest k are kept).
         log_csv: per-step log with columns ``LOG_FIELDS`` (tokens = non-padding input tokens so far).
         run_id: fingerprint of the run's inputs and settings; checkpoints of a different run found in
             ``ckpt_dir`` are discarded (never resumed), so a changed config or input model restarts training.
+        accelerator: an ``accelerate.Accelerator``; default :func:`moelab.train.dist.make_accelerator`.
     Returns:
-        summary dict: final step, final loss (mean of the last 5 steps), tokens, tokens/s, resumed_from.
+        summary dict: final step, final loss (mean of the last 5 steps), tokens, tokens/s, resumed_from,
+        number of processes.
+    Raises:
+        FloatingPointError: a non-finite loss (names the step).
+        ValueError: the batch does not split over processes / micro-batches (names the config keys).
     """
     ckpt_dir, log_csv = Path(ckpt_dir), Path(log_csv)
-    model.to(device)
+    acc = accelerator if accelerator is not None else make_accelerator(device)
+    world, rank, main = acc.num_processes, acc.process_index, acc.is_main_process
+    unwrapped = model
+    if not is_fsdp(acc):
+        model.to(acc.device)
     optimizer = make_optimizer(model, cfg)
+    model, optimizer = acc.prepare(model, optimizer)
     torch.manual_seed(cfg.seed)
-    claim_checkpoint_dir(ckpt_dir, run_id)
+    if main:
+        claim_checkpoint_dir(ckpt_dir, run_id)
+    acc.wait_for_everyone()
     start, resumed_from = 0, None
     if (found := latest_checkpoint(ckpt_dir)) is not None:
-        start = load_checkpoint(found, model, optimizer, source)
+        start = load_checkpoint(found, unwrapped, optimizer, source, accelerator=acc, wrapped=model)
         resumed_from = str(found)
     rows = _read_log(log_csv, start) if start else []
     tokens = int(rows[-1]["tokens"]) if rows else 0
-    log_csv.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_csv, "w", newline="") as fh:
+    acc.wait_for_everyone()  # every process has read the log before the main process rewrites it
+    simple = world == 1 and cfg.micro_batch_size is None
+    fh = writer = None
+    if main:
+        log_csv.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(log_csv, "w", newline="")  # noqa: SIM115 - closed below
         writer = csv.DictWriter(fh, fieldnames=LOG_FIELDS)
         writer.writeheader()
         writer.writerows(rows)
         fh.flush()
+    try:
         model.train()
         t0 = time.time()
         elapsed0 = float(rows[-1]["elapsed_s"]) if rows else 0.0
         run_tokens = 0
-        bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train", mininterval=5)
+        steps = range(start, cfg.steps)
+        bar = tqdm(steps, initial=start, total=cfg.steps, desc="train", mininterval=5, disable=not main)
         for step in bar:
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             batch = source.batch(step)
             domains = batch.pop("domains", None)
-            batch = {k: v.to(device) for k, v in batch.items()}
-            out = model(**batch)
-            loss = out.loss
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"non-finite training loss {loss.item()} at step {step}")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            optimizer.step()
             n_tok = (
                 int(batch["attention_mask"].sum())
                 if "attention_mask" in batch
                 else batch["input_ids"].numel()
             )
+            if simple:  # one forward on the whole batch: the single-process path, unchanged
+                batch = {k: v.to(acc.device) for k, v in batch.items()}
+                out = model(**batch)
+                loss = out.loss
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"non-finite training loss {loss.item()} at step {step}")
+                optimizer.zero_grad(set_to_none=True)
+                acc.backward(loss)
+                loss_v, lm_v, aux_v = loss.item(), lm_loss(unwrapped, out), aux_value(out)
+            else:
+                loss_v, lm_v, aux_v = _accumulate(model, unwrapped, optimizer, acc, batch, cfg, world, rank)
+                if not math.isfinite(loss_v):
+                    raise FloatingPointError(f"non-finite training loss {loss_v} at step {step}")
+            grad_norm = acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            optimizer.step()
             tokens += n_tok
             run_tokens += n_tok
             dt = time.time() - t0
             row = {
                 "step": step + 1,
-                "loss": round(loss.item(), 5),
-                "lm_loss": round(lm_loss(model, out), 5),
-                "aux_loss": round(aux_value(out), 5),
+                "loss": round(loss_v, 5),
+                "lm_loss": round(lm_v, 5),
+                "aux_loss": round(aux_v, 5),
                 "lr": f"{lr:.3e}",
                 "grad_norm": round(float(grad_norm), 4),
                 "tokens": tokens,
@@ -192,13 +231,21 @@ def train(
                 "elapsed_s": round(elapsed0 + dt, 2),
                 "domains": " ".join(sorted(set(domains))) if domains else "",
             }
-            writer.writerow(row)
-            fh.flush()
+            if main:
+                writer.writerow(row)
+                fh.flush()
             bar.set_postfix(loss=row["loss"], tok_s=row["tokens_per_s"])
             if (step + 1) % cfg.save_every == 0 or step + 1 == cfg.steps:
-                save_checkpoint(ckpt_dir, step + 1, model, optimizer, source, keep=cfg.keep_checkpoints)
+                save_checkpoint(
+                    ckpt_dir, step + 1, unwrapped, optimizer, source, keep=cfg.keep_checkpoints,
+                    accelerator=acc, wrapped=model,
+                )  # fmt: skip
                 if on_checkpoint:
                     on_checkpoint(step + 1)
+    finally:
+        if fh is not None:
+            fh.close()
+    acc.wait_for_everyone()
     rows = _read_log(log_csv, cfg.steps)
     last = [float(r["lm_loss"]) for r in rows[-5:]]
     return {
@@ -207,8 +254,33 @@ def train(
         "tokens": tokens,
         "tokens_per_s": float(rows[-1]["tokens_per_s"]) if rows else None,
         "resumed_from": resumed_from,
+        "processes": world,
         "config": asdict(cfg),
     }
+
+
+def _accumulate(model, unwrapped, optimizer, acc, batch: dict, cfg: TrainConfig, world: int, rank: int):
+    """Forward/backward this process's micro-batches of a global batch; returns the global (loss, lm, aux).
+
+    Micro-batch i with n_i label tokens gets weight ``n_i / N`` (N = label tokens of the whole global
+    batch), so summed over micro-batches and processes the gradient is that of the global token mean
+    (times ``world``, undone by DDP's average). Gradients are synchronised on the last micro-batch only.
+    """
+    total = max(label_tokens(batch), 1)
+    parts = split_batch(batch, rank, world, cfg.micro_batch_size)
+    optimizer.zero_grad(set_to_none=True)
+    sums = [0.0, 0.0, 0.0]
+    for i, part in enumerate(parts):
+        part = {k: v.to(acc.device) for k, v in part.items()}
+        weight = label_tokens(part) / total
+        sync = contextlib.nullcontext() if i == len(parts) - 1 else acc.no_sync(model)
+        with sync:
+            out = model(**part)
+            acc.backward(out.loss * (weight * world))
+        sums[0] += float(out.loss.detach()) * weight
+        sums[1] += lm_loss(unwrapped, out) * weight
+        sums[2] += aux_value(out) * weight
+    return tuple(reduce_sum(sums, acc))
 
 
 def train_and_save(
@@ -233,8 +305,34 @@ def train_and_save(
     ckpt_dir = Path(ckpt_dir)
     run_id = fingerprint(Path(model_dir), *(Path(data[d]) for d in sorted(data)), section, seed)
     cfg = TrainConfig.from_section(section, seed)
-    summary = train(model, source, cfg, ckpt_dir, ckpt_dir / "log.csv", device, run_id=run_id)
-    save_model(model, tokenizer, out_dir)
-    Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(ckpt_dir / "log.csv", log_csv)
+    acc = make_accelerator(device)
+    summary = train(
+        model, source, cfg, ckpt_dir, ckpt_dir / "log.csv", device, run_id=run_id, accelerator=acc
+    )
+    save_trained(acc, model, tokenizer, out_dir)
+    if acc.is_main_process:
+        Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ckpt_dir / "log.csv", log_csv)
     return summary
+
+
+def save_trained(accelerator, model, tokenizer, out_dir: Path) -> None:
+    """Save the trained model + tokenizer as an HF folder from the main process (collective under FSDP).
+
+    Single process and DDP: ``model`` (the unwrapped module) is saved as is. FSDP: the full state dict is
+    gathered first (every process must call this).
+    """
+    if is_fsdp(accelerator):
+        wrapped = accelerator._models[-1]  # the FSDP module accelerate prepared in train()
+        state = accelerator.get_state_dict(wrapped)
+        if accelerator.is_main_process:
+            unwrapped = accelerator.unwrap_model(wrapped)
+            tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            unwrapped.save_pretrained(tmp, state_dict=state)
+            tokenizer.save_pretrained(tmp)
+            shutil.rmtree(out_dir, ignore_errors=True)
+            tmp.rename(out_dir)
+    elif accelerator.is_main_process:
+        save_model(model, tokenizer, out_dir)
+    accelerator.wait_for_everyone()

@@ -6,6 +6,7 @@ blocks per domain are held out to measure the per-domain validation loss before 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
@@ -85,6 +86,9 @@ def run_pretrain(
         model, tokenizer, PretrainSource(sampler), section, seed,
         model_dir=model_dir, data=data, out_dir=out_dir, log_csv=log_csv, ckpt_dir=ckpt_dir, device=device,
     )  # fmt: skip
+    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+        # FSDP shards cannot run outside their wrapper: score the saved model instead
+        model, _ = load_model(out_dir, dtype=dtype, device=device)
     after = domain_losses(model, val_blocks, device)
     summary.update(
         val_loss_before=before,

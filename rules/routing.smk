@@ -1,0 +1,43 @@
+# Routing analysis (LLaMA-MoE expert-load heatmaps, MoE-SFT gate loads): expert load per pretraining domain and SFT data set per
+# MoE layer, expert co-selection, and a per-layer domain-specialisation score, for each MoE stage's model.
+
+ROUTING_CFG = config.get("routing") or {}
+ROUTING_STAGES = ROUTING_CFG.get("stages", ["moe", "pretrain", "sft"])
+ROUTING_SETTINGS = {"tokens": 4096, "seq_len": 256, "batch_size": 8}  # schema defaults
+ROUTING_SETTINGS.update({k: v for k, v in ROUTING_CFG.items() if k != "stages"})
+
+
+rule routing_analysis:
+    input:
+        model=lambda wc: model_dir(wc.stage),
+        pretrain=expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"]),
+        sft=expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"]),
+    output:
+        gate_load="results/routing/{stage}/gate_load.csv",
+        coselection="results/routing/{stage}/coselection.csv",
+        specialisation="results/routing/{stage}/specialisation.csv",
+    params:
+        routing=ROUTING_SETTINGS,
+        pretrain_domains=config["data"]["pretrain_domains"],
+        sft_domains=config["data"]["sft_domains"],
+        seed=config["seed"],
+        device=config["device"],
+        dtype=config["dtype"],
+    log:
+        "logs/routing/{stage}.log",
+    benchmark:
+        "benchmarks/runs/routing/{stage}.tsv"
+    threads: MAX_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=30,
+        gpu=1 if config["device"] == "cuda" else 0,
+    conda:
+        "../envs/evaluation.yaml"
+    script:
+        "../scripts/routing.py"
+
+
+rule routing:
+    input:
+        expand(rules.routing_analysis.output, stage=ROUTING_STAGES),

@@ -1,0 +1,160 @@
+"""config/paper.yaml: the papers' settings, a valid config, a DAG that builds in seconds; launcher/GPU checks."""
+
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from snakemake.utils import update_config, validate
+from test_workflow import copy_workflow, snakemake
+
+from moelab.config import (
+    LOCAL_PRETRAIN_DOMAINS,
+    LOCAL_SFT_DOMAINS,
+    ConfigError,
+    check_config,
+    train_section,
+)
+from moelab.runtime import resolve_device, resolve_dtype
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def merged(*files):
+    """config.yaml with the given files merged over it, as `--configfile` does, validated by the schema."""
+    cfg = yaml.safe_load((ROOT / "config.yaml").read_text())
+    for f in files:
+        update_config(cfg, yaml.safe_load((ROOT / f).read_text()))
+    validate(cfg, str(ROOT / "config" / "schema.yaml"))
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def paper():
+    return merged("config/paper.yaml")
+
+
+def test_paper_config_is_valid_and_has_the_papers_settings(paper):
+    check_config(paper)
+    assert paper["model"] == {
+        **paper["model"],
+        "source": "pretrained",
+        "pretrained": "meta-llama/Llama-2-7b-hf",
+    }
+    assert (paper["device"], paper["dtype"], paper["seed"]) == ("cuda", "bfloat16", 1227)
+    c = paper["construct"]
+    assert (c["method"], c["num_experts"], c["top_k"]) == ("random", 16, 4)
+    p = paper["pretrain"]
+    tokens_per_step = p["batch_size"] * p["seq_len"]
+    assert p["seq_len"] == 4096 and 14e6 <= tokens_per_step <= 16e6  # "global batch ~15M tokens"
+    assert p["steps"] * tokens_per_step == pytest.approx(200e9, rel=0.001)  # 200B tokens
+    assert (p["lr"], p["warmup_steps"], p["min_lr_ratio"], p["weight_decay"], p["grad_clip"]) == (
+        2e-4, 100, 0.1, 0.1, 1.0
+    )  # fmt: skip
+    assert p["betas"] == [0.9, 0.95]
+    weights = train_section(paper, "pretrain")["domain_weights"]  # Sheared-LLaMA static mix
+    assert weights == {"cc": 0.361, "c4": 0.492, "github": 0.008, "wikipedia": 0.031, "book": 0.091,
+                       "arxiv": 0.007, "stackexchange": 0.010}  # fmt: skip
+    assert sum(weights.values()) == pytest.approx(1.0)
+    s = paper["sft"]
+    assert (s["lr"], s["batch_size"], s["steps"], s["max_len"], s["warmup_steps"]) == (
+        2e-5,
+        128,
+        2000,
+        2048,
+        60,
+    )
+    k = paper["compress"]
+    assert (k["method"], k["n_drop"], k["calib_sequences"], k["calib_seq_len"], k["calib_domain"]) == (
+        "block_drop", 5, 128, 2048, "c4"
+    )  # fmt: skip
+    hub = paper["data"]["hub"]
+    assert paper["data"]["source"] == "hub" and set(hub["pretrain"]) == set(paper["data"]["pretrain_domains"])
+    assert {v["filter_value"] for v in hub["pretrain"].values()} == {
+        f"RedPajama{n}"
+        for n in ("CommonCrawl", "C4", "Github", "Wikipedia", "Book", "ArXiv", "StackExchange")
+    }
+    n = paper["launcher"]["num_processes"]
+    for section in ("pretrain", "sft"):  # global batch = micro batch x processes x accumulation
+        t = paper[section]
+        assert t["batch_size"] % (t["micro_batch_size"] * n) == 0
+    assert (ROOT / paper["launcher"]["accelerate_config"]).is_file()
+    if "suite" in paper["evaluate"]:
+        assert paper["evaluate"]["suite"] == "hub" and paper["evaluate"]["limit"] is None
+
+
+@pytest.mark.parametrize("override,experts", [("config/paper_2of16.yaml", 16), ("config/paper_2of8.yaml", 8)])
+def test_other_paper_configurations_are_valid_overrides(override, experts):
+    cfg = merged("config/paper.yaml", override)
+    check_config(cfg)
+    c = cfg["construct"]
+    assert (c["method"], c["num_experts"], c["top_k"]) == ("random", experts, 2)
+
+
+def test_paper_dag_builds_in_seconds(tmp_path):
+    wf = copy_workflow(tmp_path)
+    t0 = time.time()
+    out = snakemake("-n", "--configfile", "config/paper.yaml", cwd=wf).stdout
+    seconds = time.time() - t0
+    assert seconds < 60, f"dry run took {seconds:.1f} s"
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert counts["download_pretrain_data"] == "7" and counts["download_sft_data"] == "4"
+    for rule in ("download_model", "construct", "pretrain", "sft", "compress", "evaluate"):
+        assert int(counts[rule]) >= 1, rule
+    assert re.search(r"rule pretrain:(?:.|\n)*?resources: .*gpus?=8", out)  # one GPU per launched process
+
+
+def test_local_domain_lists_match_the_extractors():
+    from moelab.data import sources
+
+    assert LOCAL_PRETRAIN_DOMAINS == sources.PRETRAIN_DOMAINS
+    assert LOCAL_SFT_DOMAINS == sources.SFT_DOMAINS
+
+
+def demo(**changes):
+    cfg = merged()
+    for key, value in changes.items():
+        node = cfg
+        *path, last = key.split(".")
+        for part in path:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "changes,match",
+    [
+        ({"launcher.num_processes": 2}, "torchrun or accelerate"),
+        ({"launcher.kind": "accelerate", "launcher.accelerate_config": "x.yaml"}, "device cuda"),
+        ({"device": "cuda", "launcher.kind": "accelerate"}, "accelerate_config"),
+        ({"launcher.kind": "torchrun", "launcher.num_processes": 3}, "pretrain.batch_size=8"),
+        ({"pretrain.micro_batch_size": 3}, "micro_batch_size"),
+        ({"data.pretrain_domains": ["code", "cc"]}, r"data.pretrain_domains has \['cc'\]"),
+        ({"data.source": "hub"}, r"data.hub.pretrain has no entry for \['code', 'books', 'web', 'wiki'\]"),
+        ({"pretrain.domain_weights": {"code": 1, "books": 1, "web": 1}}, r"no weight for \['wiki'\]"),
+        ({"pretrain.domain_weights": {"code": 1, "books": 1, "web": 1, "wiki": 1, "cc": 2}}, "'cc'"),
+    ],
+)
+def test_inconsistent_config_names_the_key(changes, match):
+    with pytest.raises(ConfigError, match=match):
+        check_config(demo(**changes))
+
+
+def test_zero_weight_domains_of_the_base_config_are_dropped():
+    cfg = demo(**{"pretrain.domain_weights": {"code": 1, "books": 1, "web": 1, "wiki": 1, "cc": 0}})
+    check_config(cfg)
+    assert train_section(cfg, "pretrain")["domain_weights"] == {"code": 1, "books": 1, "web": 1, "wiki": 1}
+    cfg = demo(**{"launcher.kind": "torchrun", "launcher.num_processes": 2, "pretrain.micro_batch_size": 2})
+    check_config(cfg)  # 8 = 2 rows x 2 processes x 2 accumulation steps
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error without a GPU")
+def test_cuda_without_a_gpu_fails_clearly():
+    with pytest.raises(ValueError, match="device='cuda'.*set device: cpu"):
+        resolve_device("cuda")
+    assert resolve_dtype("cpu", "bfloat16") == "bfloat16"  # bf16 runs on CPU (slowly)
+    with pytest.raises(ValueError, match="float16"):
+        resolve_dtype("cpu", "float16")

@@ -1,0 +1,189 @@
+"""Data-parallel training: micro-batches and processes give the single-process loss curve; launch commands.
+
+The multi-process test starts 2 CPU processes with torchrun (gloo), the path a GPU node takes with
+``launcher.kind torchrun`` (``accelerate`` adds its DDP / FSDP config file on GPUs).
+"""
+
+import csv
+import json
+import os
+import sys
+
+import pytest
+import torch
+from conftest import tiny_llama
+from test_train import RandomTokens
+from tiny_folders import save_tiny_checkpoint, sentence, write_jsonl
+
+from moelab.data.chat import MixtureSampler
+from moelab.train import TrainConfig, train
+from moelab.train.dist import label_tokens, split_batch
+from moelab.train.launch import launch_command, run_training
+from moelab.train.sft import SFTSource
+
+
+def losses(path):
+    with open(path) as fh:
+        return [float(r["loss"]) for r in csv.DictReader(fh)]
+
+
+class Wide(RandomTokens):
+    """Batches of 4 rows (so 2 micro-batches of 2)."""
+
+    def batch(self, step):
+        g = torch.Generator().manual_seed(self.seed * 1000 + step)
+        ids = torch.randint(0, self.vocab, (4, 16), generator=g)
+        return {"input_ids": ids, "labels": ids.clone(), "domains": ["a"] * 4}
+
+
+def padded_sft_source(seed=1):
+    g = torch.Generator().manual_seed(0)
+
+    def ex(n):
+        ids = torch.randint(0, 256, (n,), generator=g)
+        labels = ids.clone()
+        labels[: n // 2] = -100  # prompt tokens carry no loss
+        return {"input_ids": ids, "labels": labels}
+
+    data = {"x": [ex(n) for n in (5, 9, 12, 7, 16, 3)], "y": [ex(n) for n in (8, 4, 11)]}
+    return SFTSource(MixtureSampler(data, {"x": 1, "y": 1}, 4, seed, 0))
+
+
+@pytest.mark.parametrize("make_source", [Wide, padded_sft_source], ids=["packed", "padded"])
+def test_gradient_accumulation_gives_the_whole_batch_curve(tmp_path, make_source):
+    """batch 4 in one pass == 2 micro-batches of 2 (token-weighted), also with uneven padded rows."""
+    cfg = TrainConfig(steps=5, lr=1e-2, warmup_steps=1, save_every=5, seed=3)
+    whole, micro = tiny_llama(), tiny_llama()
+    train(whole, make_source(), cfg, tmp_path / "a", tmp_path / "a.csv")
+    cfg_micro = TrainConfig(**{**cfg.__dict__, "micro_batch_size": 2, "extra": {}})
+    train(micro, make_source(), cfg_micro, tmp_path / "b", tmp_path / "b.csv")
+    assert losses(tmp_path / "a.csv") == pytest.approx(losses(tmp_path / "b.csv"), abs=2e-5)
+    for (name, a), (_, b) in zip(whole.state_dict().items(), micro.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-4, msg=name)
+
+
+def test_split_batch_rows_and_errors():
+    ids = torch.arange(8 * 3).reshape(8, 3)
+    parts = split_batch({"input_ids": ids, "domains": ["d"] * 8}, rank=1, world=2, micro_batch_size=2)
+    assert [p["input_ids"][:, 0].tolist() for p in parts] == [
+        [12, 15],
+        [18, 21],
+    ]  # rows 4-7, two micro-batches
+    assert set(parts[0]) == {"input_ids"}
+    with pytest.raises(ValueError, match="launcher.num_processes=3"):
+        split_batch({"input_ids": ids}, 0, 3, None)
+    with pytest.raises(ValueError, match="micro_batch_size=3"):
+        split_batch({"input_ids": ids}, 0, 2, 3)
+    labels = torch.tensor([[1, 2, -100], [-100, 5, 6]])
+    assert label_tokens({"input_ids": labels, "labels": labels}) == 3  # shifted: positions 1.. only
+
+
+def test_launch_commands(tmp_path):
+    spec = tmp_path / "launch.json"
+    assert launch_command({"kind": "none"}, spec)[1:] == ["-m", "moelab.train.cli", str(spec)]
+    tr = launch_command({"kind": "torchrun", "num_processes": 4}, spec)
+    assert tr[:4] == [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    assert "--nproc_per_node=4" in tr and tr[-3:] == ["-m", "moelab.train.cli", str(spec)]
+    acc = launch_command(
+        {"kind": "accelerate", "num_processes": 8, "accelerate_config": "config/accelerate/fsdp.yaml"}, spec
+    )
+    assert acc[2:5] == ["accelerate.commands.launch", "--config_file", "config/accelerate/fsdp.yaml"]
+    assert "--num_processes=8" in acc
+    with pytest.raises(ValueError, match="accelerate_config"):
+        launch_command({"kind": "accelerate", "num_processes": 2}, spec)
+    with pytest.raises(ValueError, match="torchrun or accelerate"):
+        launch_command({"kind": "none", "num_processes": 2}, spec)
+    with pytest.raises(ValueError, match="launcher.kind"):
+        launch_command({"kind": "slurm"}, spec)
+
+
+def pretrain_spec(tmp_path, name, model, data, batch_size=4):
+    section = {
+        "seq_len": 16, "batch_size": batch_size, "steps": 4, "lr": 1e-2, "warmup_steps": 1,
+        "save_every": 2, "domain_weights": {"a": 1.0, "b": 1.0},
+    }  # fmt: skip
+    return {
+        "stage": "pretrain",
+        "model": str(model),
+        "data": {d: str(p) for d, p in data.items()},
+        "section": section,
+        "out_dir": str(tmp_path / name / "model"),
+        "log_csv": str(tmp_path / name / "log.csv"),
+        "ckpt_dir": str(tmp_path / name / "ckpt"),
+        "seed": 5,
+        "device": "cpu",
+        "dtype": "float32",
+        "threads": 2,
+    }
+
+
+@pytest.mark.slow  # two torchrun launches of 2 CPU processes: ~30-40 s on 2 cores
+def test_two_processes_give_the_single_process_curve_and_resume(tmp_path):
+    model = save_tiny_checkpoint(tmp_path / "moe")
+    data = {
+        d: write_jsonl(tmp_path / f"{d}.jsonl", [{"text": sentence(i + k)} for i in range(40)])
+        for k, d in enumerate("ab")
+    }
+    one = run_training(pretrain_spec(tmp_path, "one", model, data), None)
+    spec = pretrain_spec(tmp_path, "two", model, data)
+    log = tmp_path / "two.log"
+    two = run_training(spec, {"kind": "torchrun", "num_processes": 2}, log_path=log)
+    assert two["processes"] == 2 and one["processes"] == 1, log.read_text()[-2000:]
+    curve = losses(tmp_path / "one" / "log.csv")
+    assert len(curve) == 4 and curve[-1] < curve[0]  # it trains
+    # 2 processes x 2 rows == 1 process x 4 rows, up to float summation order
+    assert losses(tmp_path / "two" / "log.csv") == pytest.approx(
+        losses(tmp_path / "one" / "log.csv"), abs=1e-4
+    )
+    from safetensors.torch import load_file
+
+    a = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "two" / "model" / "model.safetensors")
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-4, rtol=1e-3, msg=k)
+    # checkpoints written once (by the main process), each complete, with every process's RNG state
+    ckpts = sorted(p.name for p in (tmp_path / "two" / "ckpt").glob("step-*"))
+    assert ckpts == ["step-000002", "step-000004"]
+    assert (
+        len(torch.load(tmp_path / "two" / "ckpt" / "step-000004" / "rng.pt", weights_only=True)["ranks"]) == 2
+    )
+    assert json.loads((tmp_path / "two" / "ckpt" / "launch.json").read_text())["stage"] == "pretrain"
+    # a rerun of the finished job resumes from the last checkpoint in both processes and trains no more
+    again = run_training(spec, {"kind": "torchrun", "num_processes": 2}, log_path=log)
+    assert again["resumed_from"].endswith("step-000004")
+    assert losses(tmp_path / "two" / "log.csv") == pytest.approx(
+        losses(tmp_path / "one" / "log.csv"), abs=1e-4
+    )
+
+
+@pytest.mark.slow  # one torchrun start: ~20 s on 2 busy cores
+def test_failed_launch_names_the_log(tmp_path):
+    spec = pretrain_spec(tmp_path, "bad", tmp_path / "no-model", {"a": tmp_path / "a.jsonl"})
+    log = tmp_path / "bad.log"
+    env_before = dict(os.environ)
+    with pytest.raises(RuntimeError, match="bad.log"):
+        run_training(spec, {"kind": "torchrun", "num_processes": 1}, log_path=log)
+    assert "config.json is missing" in log.read_text()
+    assert dict(os.environ) == env_before
+
+
+@pytest.mark.slow  # download + construct + a 2-process pretrain job of the smoke DAG: ~1.5-4 min on 2 cores
+def test_pretrain_rule_launches_torchrun(tmp_path):
+    """The workflow's pretrain rule starts 2 processes when the config asks for a launcher (smoke scale)."""
+    from test_workflow import copy_workflow, snakemake
+
+    wf = copy_workflow(tmp_path)
+    (wf / "dist.yaml").write_text(
+        "launcher: {kind: torchrun, num_processes: 2}\npretrain: {steps: 2, save_every: 1}\n"
+    )
+    snakemake(
+        "results/models/pretrain", "--cores", "2", "--configfile", "config/smoke.yaml", "dist.yaml", cwd=wf
+    )
+    summary = json.loads((wf / "results/models/pretrain/train_summary.json").read_text())
+    assert summary["processes"] == 2 and summary["steps"] == 2
+    log = (wf / "logs/pretrain/pretrain.log").read_text()
+    assert "torch.distributed.run --standalone --nproc_per_node=2 -m moelab.train.cli" in log
+    rows = (wf / "results/pretrain/log.csv").read_text().strip().splitlines()
+    assert len(rows) == 3  # header + 2 steps, written once (by the main process)
+    spec = json.loads((wf / "results/checkpoints/pretrain/launch.json").read_text())
+    assert spec["stage"] == "pretrain" and spec["section"]["steps"] == 2
