@@ -10,7 +10,7 @@ Every result records both the paper's shots (`paper_fewshot`) and the shots used
 Tasks are evaluated per (model, task, shots, limit, suite, lm-eval version) through `moelab.evaluate.cache`:
 a stage scored on two papers that share a task with the same shots runs it once.
 
-Paper sources of the shot counts (see /work/shared/papers): LLaMA-MoE (arXiv 2406.16554) README of the official
+Paper sources of the shot counts: LLaMA-MoE (arXiv 2406.16554) README of the official
 repo: ARC-c 25, HellaSwag 10, BoolQ 32, NQ 32, MMLU 5, others 0; MoE-SFT (arXiv 2406.11256): MMLU 5,
 BBH 3, GSM8K 8, QA (ARC-e, ARC-c, BoolQ) 0, MBPP 0; MoE compression (arXiv 2406.02500): all 0-shot;
 LLaMA-MoE v2 (arXiv 2411.15708) README: MMLU 5, GSM8K 8, HumanEval 0, BoolQ 32, ARC-c 25, HellaSwag 10.
