@@ -2,7 +2,7 @@
 import os
 
 from moelab.config import check_config, train_section
-from moelab.evaluate.plan import paper_plan, planned_tasks
+from moelab.evaluate.plan import STAGES, paper_plan, planned_tasks
 
 # Idle OpenMP threads sleep instead of spinning: the MoE layer's many mid-sized kernels otherwise stall
 # whenever another process holds a core (measured 0.55x vs 1.76x dense tokens/s, benchmarks/README.md).
@@ -11,8 +11,10 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 check_config(config)
 
-STAGES = ["dense", "moe", "pretrain", "sft", "compress"]
 DENSE = "resources/models/dense"
+# Stages whose model is the one another stage starts from: our own (the default), or a released checkpoint
+# named by <section>.base_model (paper scale: MoE-SFT tunes LLaMA-MoE-v1-3.5B, compression takes Mixtral-8x7B).
+BASE_STAGES = {"sft_base": ("sft", "results/models/pretrain"), "compress_base": ("compress", "results/models/sft")}
 MAX_THREADS = 16  # Snakemake lowers it to --cores
 
 
@@ -38,8 +40,15 @@ def hub_spec(kind, domain):
     return {"shuffle_buffer": hub.get("shuffle_buffer", 10000), **hub[kind][domain]}
 
 
+def base_model(stage):
+    """The config's base_model entry of a BASE_STAGES stage (None: the stage is our own pipeline's model)."""
+    return config[BASE_STAGES[stage][0]].get("base_model")
+
+
 def model_dir(stage):
-    """Folder of the HF checkpoint a pipeline stage produces."""
+    """Folder of the HF checkpoint of a pipeline stage (sft_base / compress_base: what SFT / compression start from)."""
+    if stage in BASE_STAGES:
+        return f"resources/models/{stage}" if base_model(stage) else BASE_STAGES[stage][1]
     return DENSE if stage == "dense" else f"results/models/{stage}"
 
 

@@ -1,9 +1,10 @@
-# Stage 5: Block Drop by cosine similarity of block inputs and outputs on calibration text.
+# Stage 5: Block Drop by cosine similarity of block inputs and outputs on calibration text; compresses our SFT
+# model, or compress.base_model (a released checkpoint such as Mixtral-8x7B, rule download_base_model).
 
 
 rule compress:
     input:
-        model="results/models/sft",
+        model=model_dir("compress_base"),
         calib=f"resources/data/pretrain/{config['compress']['calib_domain']}.jsonl",
     output:
         model=directory("results/models/compress"),
@@ -18,7 +19,7 @@ rule compress:
         "benchmarks/runs/compress/compress.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=8000,
+        mem_mb=200000 if base_model("compress_base") else 8000,  # Mixtral-8x7B: 93 GB in bf16
         runtime=30,
         gpu=1 if config["device"] == "cuda" else 0,
     conda:

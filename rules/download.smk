@@ -23,6 +23,28 @@ rule download_model:
         "../scripts/download_model.py"
 
 
+rule download_base_model:
+    output:
+        directory("resources/models/{base}"),
+    params:
+        spec=lambda wc: base_model(wc.base),
+        seed=config["seed"],
+    wildcard_constraints:
+        base="|".join(BASE_STAGES),
+    log:
+        "logs/download/{base}.log",
+    benchmark:
+        "benchmarks/runs/download/{base}.tsv"
+    threads: MAX_THREADS
+    resources:
+        mem_mb=lambda wc: 200000 if wc.base == "compress_base" else 40000,  # Mixtral-8x7B / LLaMA-MoE-3.5B
+        runtime=120,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../scripts/download_base_model.py"
+
+
 rule download_pretrain_data:
     output:
         "resources/data/pretrain/{domain}.jsonl",

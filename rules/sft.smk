@@ -1,11 +1,12 @@
-# Stage 4: instruction tuning with the chat template, loss on assistant tokens, uniform mixture.
+# Stage 4: instruction tuning with the chat template, loss on assistant tokens, uniform mixture; starts from our
+# continually pre-trained model, or from sft.base_model (a released checkpoint, rule download_base_model).
 # config launcher: runs in the job (kind none) or as launcher.num_processes processes under torchrun /
 # accelerate launch (DDP, or FSDP for 7-8B models) started by scripts/train.py inside the job; gpu = num_processes.
 
 
 rule sft:
     input:
-        model="results/models/pretrain",
+        model=model_dir("sft_base"),
         data=expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"]),
     output:
         model=directory("results/models/sft"),

@@ -90,8 +90,8 @@ def test_shipped_configs_pass_and_give_the_report_rows():
         check_config(cfg)
         ev = cfg["evaluate"]
         assert stages_of(ev, "llama_moe") == ["dense", "moe", "pretrain"]
-        assert stages_of(ev, "moe_sft") == ["pretrain", "sft"]
-        assert stages_of(ev, "moe_compression") == ["sft", "compress"]
+        assert stages_of(ev, "moe_sft") == ["sft_base", "sft"]
+        assert stages_of(ev, "moe_compression") == ["compress_base", "compress"]
         assert stages_of(ev, "llama_moe_v2") == ["dense", "sft"]
         assert set(planned_tasks(ev)) <= set(TASKS)
     smoke = _merged("config/smoke.yaml")["evaluate"]

@@ -66,7 +66,13 @@ def test_paper_config_is_valid_and_has_the_papers_settings(paper):
         2048,
         60,
     )
+    assert s["base_model"] == {"pretrained": "llama-moe/LLaMA-MoE-v1-3_5B-2_8", "revision": None,
+                               "format": "llama_moe_v1"}  # MoE-SFT tunes the released 3.5B (2/8)  # fmt: skip
+    assert "base_model" not in train_section(paper, "sft")
     k = paper["compress"]
+    assert (
+        k["base_model"]["pretrained"] == "mistralai/Mixtral-8x7B-v0.1" and k["base_model"]["format"] == "hf"
+    )
     assert (k["method"], k["n_drop"], k["calib_sequences"], k["calib_seq_len"], k["calib_domain"]) == (
         "block_drop", 5, 128, 2048, "c4"
     )  # fmt: skip
@@ -101,6 +107,9 @@ def test_paper_dag_builds_in_seconds(tmp_path):
     assert seconds < 60, f"dry run took {seconds:.1f} s"
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert counts["download_pretrain_data"] == "7" and counts["download_sft_data"] == "4"
+    assert counts["download_base_model"] == "2"  # LLaMA-MoE-v1-3.5B for SFT, Mixtral-8x7B for compression
+    assert re.search(r"rule sft:\n    input: resources/models/sft_base,", out)
+    assert re.search(r"rule compress:\n    input: resources/models/compress_base,", out)
     for rule in ("download_model", "construct", "pretrain", "sft", "compress", "evaluate"):
         assert int(counts[rule]) >= 1, rule
     assert re.search(r"rule pretrain:(?:.|\n)*?resources: .*gpus?=8", out)  # one GPU per launched process

@@ -132,7 +132,7 @@ def test_layout_only_table_says_not_published_here(tmp_path):
 def test_compression_retained_and_params():
     spec = table_spec("moe_compression", "table_main")
     ours = {
-        "sft/moe_compression": ev(arc_challenge=0.50, piqa=0.70),
+        "compress_base/moe_compression": ev(arc_challenge=0.50, piqa=0.70),
         "compress/moe_compression": ev(arc_challenge=0.40, piqa=0.68),
     }
     extras = compression_extras({"params_before": {"total": 3_394_176}, "params_after": {"total": 3_332_080}})
@@ -280,8 +280,8 @@ def test_every_registered_output_has_its_rule(tmp_path):
 def write_fixture_results(wf: Path) -> None:
     """Evaluation, compression, training-log and routing files as the upstream rules write them."""
     acc = {"arc_easy": 0.5, "arc_challenge": 0.3, "piqa": 0.6, "sciq": 0.7, "boolq": 0.6, "hellaswag": 0.3}
-    pairs = ["dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe", "pretrain/moe_sft", "sft/moe_sft",
-             "sft/moe_compression", "compress/moe_compression", "dense/llama_moe_v2", "sft/llama_moe_v2"]  # fmt: skip
+    pairs = ["dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe", "sft_base/moe_sft", "sft/moe_sft",
+             "compress_base/moe_compression", "compress/moe_compression", "dense/llama_moe_v2", "sft/llama_moe_v2"]  # fmt: skip
     for i, pair in enumerate(pairs):
         stage, paper = pair.split("/")
         prim = {t: round(v - 0.01 * i, 3) for t, v in acc.items()}

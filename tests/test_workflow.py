@@ -83,13 +83,13 @@ def test_smoke_workflow_end_to_end(tmp_path):
         meta = json.loads(Path(str(path) + ".meta.json").read_text())
         assert meta["versions"]["torch"] and meta["inputs"]
     evals = wf / "results" / "eval"
-    for key in ("dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe", "pretrain/moe_sft", "sft/moe_sft",
-                "sft/moe_compression", "compress/moe_compression"):  # fmt: skip
+    for key in ("dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe", "sft_base/moe_sft", "sft/moe_sft",
+                "compress_base/moe_compression", "compress/moe_compression"):  # fmt: skip
         res = json.loads((evals / f"{key}.json").read_text())
         assert f"{res['stage']}/{res['paper']}" == key and res["model_sha256"]
         assert set(res["primary"]) == set(res["paper_fewshot"]) == set(res["cached"])
         assert all(res["tasks"][t]["num_fewshot"] == min(n, 1) for t, n in res["paper_fewshot"].items())
-    # pretrain/llama_moe and pretrain/moe_sft share 0-shot ARC-e: scored by the first job, cached for the second
+    # pretrain/llama_moe and sft_base/moe_sft (the same model) share 0-shot ARC-e: scored by the first job, cached for the second
     shared = [json.loads((evals / "pretrain" / f"{p}.json").read_text()) for p in ("llama_moe", "moe_sft")]
     assert sorted(r["cached"]["arc_easy"] for r in shared) == [False, True]
     assert shared[0]["tasks"]["arc_easy"] == shared[1]["tasks"]["arc_easy"]

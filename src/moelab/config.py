@@ -62,7 +62,8 @@ def train_section(cfg: dict, section: str) -> dict:
     missing = [d for d in domains if d not in weights]
     if missing:
         raise ConfigError(f"{section}.domain_weights has no weight for {missing} (0 to skip a domain)")
-    return {**cfg[section], "domain_weights": {d: weights[d] for d in domains}}
+    section_cfg = {k: v for k, v in cfg[section].items() if k != "base_model"}  # a download, not training
+    return {**section_cfg, "domain_weights": {d: weights[d] for d in domains}}
 
 
 ABLATION_TABLES = ("configurations", "granularity", "mlp_vs_attention")

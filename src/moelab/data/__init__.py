@@ -6,6 +6,7 @@ from moelab.data.checkpoints import (
     load_tokenizer,
     make_tiny_model,
     materialise_gguf_model,
+    materialise_llama_moe_v1,
     materialise_pretrained,
 )
 from moelab.data.files import package_dir, sha256_file, write_jsonl, write_manifest
@@ -34,6 +35,7 @@ __all__ = [
     "load_tokenizer",
     "make_tiny_model",
     "materialise_gguf_model",
+    "materialise_llama_moe_v1",
     "materialise_pretrained",
     "normalise_domain_weights",
     "pack_texts",

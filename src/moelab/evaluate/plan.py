@@ -25,7 +25,7 @@ from moelab.config import ConfigError
 
 SUITES = ("local", "hub")
 PAPERS = ("llama_moe", "moe_sft", "moe_compression", "llama_moe_v2")
-STAGES = ("dense", "moe", "pretrain", "sft", "compress")
+STAGES = ("dense", "moe", "pretrain", "sft_base", "sft", "compress_base", "compress")
 
 
 class PlanError(ConfigError):

@@ -103,7 +103,7 @@ LLAMA_MOE_SFT = TableSpec(
     rows=(
         Row("Sheared-LLaMA-2.7B + Deita-6K", published="Sheared-LLaMA-2.7B + Deita-6K"),
         Row("LLaMA-MoE-3.5B (4/16) + Deita-6K", published="LLaMA-MoE-3.5B (4/16) + Deita-6K"),
-        Row(LM_SFT_BEFORE, ours="pretrain/moe_sft"),
+        Row(LM_SFT_BEFORE, ours="sft_base/moe_sft"),
         Row(LM_SFT, published="LLaMA-MoE-3.5B (2/8) + Deita-6K", ours="sft/moe_sft"),
     ),
     claims=(
@@ -233,7 +233,7 @@ MOE_SFT_MAIN = TableSpec(
     rows=(
         Row(SFT_UNIFORM, published="uniform", ours="sft/moe_sft"),
         *(Row(s, published=s, ours=f"{stage}/moe_sft") for s, stage in _STRATEGIES.items()),
-        Row(SFT_BEFORE, ours="pretrain/moe_sft"),
+        Row(SFT_BEFORE, ours="sft_base/moe_sft"),
     ),
     claims=(
         Claim(
@@ -270,7 +270,7 @@ MOE_SFT_WEIGHTS = TableSpec(
 
 # ---- MoE compression (arXiv 2406.02500) -----------------------------------------------------------------
 MC_TASKS = ("arc_challenge", "boolq", "hellaswag", "mmlu", "openbookqa", "piqa", "rte", "winogrande")
-MC_ORIG, MC_BLOCK = "ours: before compression (CPT + SFT)", "ours: Block Drop"
+MC_ORIG, MC_BLOCK = "ours: before compression", "ours: Block Drop"
 MOE_COMPRESSION_MAIN = TableSpec(
     paper="moe_compression",
     name="table_main",
@@ -286,7 +286,7 @@ MOE_COMPRESSION_MAIN = TableSpec(
         Column("memory_gb", kind="extra", unit="GB", label="memory (GB)", higher_is_better=False),
     ),
     rows=(
-        Row(MC_ORIG, published="Mixtral-8x7B (original)", ours="sft/moe_compression"),
+        Row(MC_ORIG, published="Mixtral-8x7B (original)", ours="compress_base/moe_compression"),
         Row(
             "Expert Drop", published="Expert Drop (keep 6 of 8)", ours="compress_expert_drop/moe_compression"
         ),

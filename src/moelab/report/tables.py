@@ -67,7 +67,7 @@ def write_table(df: pd.DataFrame, csv_path: Path, md_path: Path, title: str, not
 
 def compression_extras(block_scores: dict) -> dict[str, dict[str, float]]:
     """``extra`` cells of the compression table from ``block_scores.json`` (``params_before/after.total``):
-    total parameters in millions before (source ``sft/moe_compression``) and after Block Drop
+    total parameters in millions before (source ``compress_base/moe_compression``) and after Block Drop
     (``compress/moe_compression``).
 
     Raises:
@@ -75,7 +75,7 @@ def compression_extras(block_scores: dict) -> dict[str, dict[str, float]]:
     """
     out = {}
     for key, source in (
-        ("params_before", "sft/moe_compression"),
+        ("params_before", "compress_base/moe_compression"),
         ("params_after", "compress/moe_compression"),
     ):
         if key not in block_scores or "total" not in block_scores[key]:

@@ -1,0 +1,24 @@
+"""Materialise the released checkpoint a stage starts from (rule download_base_model; config <section>.base_model)."""
+
+import os
+
+os.environ.setdefault("HF_HUB_OFFLINE", "0")  # a hub id needs the hub (setup forbids it otherwise)
+
+from pathlib import Path  # noqa: E402
+
+from moelab.data import materialise_llama_moe_v1, materialise_pretrained  # noqa: E402
+from moelab.provenance import Provenance  # noqa: E402
+from moelab.runtime import setup  # noqa: E402
+
+sm = snakemake  # noqa: F821
+log = setup(sm.log[0], sm.threads, sm.params.seed)
+spec = sm.params.spec
+out = Path(sm.output[0])
+prov = Provenance(config=spec, seed=sm.params.seed)
+materialise = (
+    materialise_llama_moe_v1 if spec.get("format", "hf") == "llama_moe_v1" else materialise_pretrained
+)
+log.info("materialising %s (%s) into %s", spec["pretrained"], spec.get("format", "hf"), out)
+materialise(spec["pretrained"], out, revision=spec.get("revision"))
+prov.write(out)
+log.info("base model written to %s", out)
