@@ -14,7 +14,10 @@ check_config(config)
 DENSE = "resources/models/dense"
 # Stages whose model is the one another stage starts from: our own (the default), or a released checkpoint
 # named by <section>.base_model (paper scale: MoE-SFT tunes LLaMA-MoE-v1-3.5B, compression takes Mixtral-8x7B).
-BASE_STAGES = {"sft_base": ("sft", "results/models/pretrain"), "compress_base": ("compress", "results/models/sft")}
+BASE_STAGES = {
+    "sft_base": ("sft", f"results/models/{config['sft'].get('from_stage', 'pretrain')}"),
+    "compress_base": ("compress", "results/models/sft"),
+}
 MAX_THREADS = 16  # Snakemake lowers it to --cores
 
 

@@ -18,6 +18,7 @@ built = construct_moe(
     c["method"],
     num_experts=c["num_experts"],
     top_k=c["top_k"],
+    num_shared_experts=c.get("num_shared_experts", 0),
     seed=sm.params.seed,
     router_type=c.get("router_type", "noisy_topk"),
     gate_network=c.get("gate_network", "mlp"),

@@ -115,6 +115,40 @@ def test_paper_dag_builds_in_seconds(tmp_path):
     assert re.search(r"rule pretrain:(?:.|\n)*?resources: .*gpus?=8", out)  # one GPU per launched process
 
 
+def test_llama_moe_v2_overlays_have_the_papers_settings():
+    v2 = merged("config/paper.yaml", "config/paper_v2.yaml")
+    check_config(v2)
+    assert v2["model"]["pretrained"] == "meta-llama/Meta-Llama-3-8B-Instruct"
+    c = v2["construct"]
+    assert (c["method"], c["num_experts"], c["top_k"], c["num_shared_experts"]) == ("sequential", 8, 2, 0)
+    assert (c["router_type"], c["gate_network"], c["score_scale_factor"]) == ("softmax_topk", "linear", 4.0)
+    s = v2["sft"]
+    assert (s["from_stage"], s["base_model"], s["max_len"], s["lr"], s["min_lr_ratio"]) == (
+        "moe",
+        None,
+        4096,
+        2e-5,
+        0,
+    )
+    assert s["warmup_steps"] == round(0.03 * s["steps"])  # 3% warm-up
+    assert set(train_section(v2, "sft")["domain_weights"]) == set(v2["data"]["sft_domains"])
+    assert {p for papers in v2["evaluate"]["stages"].values() for p in papers} == {"llama_moe_v2"}
+    shared = merged("config/paper.yaml", "config/paper_v2.yaml", "config/paper_v2_1s7.yaml")
+    check_config(shared)
+    c = shared["construct"]
+    assert (c["num_experts"], c["top_k"], c["num_shared_experts"], c["score_scale_factor"]) == (8, 2, 1, 1.0)
+
+
+def test_llama_moe_v2_dag_posttrains_right_after_construction(tmp_path):
+    wf = copy_workflow(tmp_path)
+    out = snakemake(
+        "-n", "llama_moe_v2", "--configfile", "config/paper.yaml", "config/paper_v2.yaml", cwd=wf
+    ).stdout
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
+    assert counts["download_sft_data"] == "5" and counts["evaluate"] == "2" and "pretrain" not in counts
+    assert re.search(r"rule sft:\n    input: results/models/moe,", out)
+
+
 def test_local_domain_lists_match_the_extractors():
     from moelab.data import sources
 

@@ -62,7 +62,7 @@ def train_section(cfg: dict, section: str) -> dict:
     missing = [d for d in domains if d not in weights]
     if missing:
         raise ConfigError(f"{section}.domain_weights has no weight for {missing} (0 to skip a domain)")
-    section_cfg = {k: v for k, v in cfg[section].items() if k != "base_model"}  # a download, not training
+    section_cfg = {k: v for k, v in cfg[section].items() if k not in ("base_model", "from_stage")}  # inputs
     return {**section_cfg, "domain_weights": {d: weights[d] for d in domains}}
 
 

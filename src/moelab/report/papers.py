@@ -163,7 +163,7 @@ LLAMA_MOE_FILTERING = TableSpec(
 V2_TASKS = (
     "mmlu", "gsm8k", "humaneval", "ifeval", "boolq", "sciq", "piqa", "arc_challenge", "truthfulqa", "hellaswag",
 )  # fmt: skip
-V2_DENSE, V2_OURS = "ours: instructed dense start model", "ours: MLP-MoE (random split) + CPT + SFT"
+V2_DENSE, V2_OURS = "ours: instructed dense start model", "ours: MLP-MoE of this run + SFT"
 LLAMA_MOE_V2_MAIN = TableSpec(
     paper="llama_moe_v2",
     name="table_main",
@@ -195,8 +195,10 @@ LLAMA_MOE_V2_MAIN = TableSpec(
         ),
     ),
     notes=(
-        "Our row fills what the LLaMA-MoE pipeline can: an Independent-Random MLP MoE of the instructed "
-        "SmolLM2 start model after CPT and one SFT stage (not v2's vanilla split or two-stage recipe).",
+        "'ours: MLP-MoE of this run' is the main pipeline's model: with config.yaml an Independent-Random "
+        "MLP MoE of the instructed SmolLM2 start model after CPT and one SFT stage; with config/paper_v2.yaml "
+        "v2's 8top2 vanilla split of Llama-3-8B-Instruct post-trained right after construction (one SFT run "
+        "over the two stages' data), with config/paper_v2_1s7.yaml added its 1+7top1 model.",
     ),
 )
 
