@@ -1,12 +1,43 @@
 # Stage 4: instruction tuning with the chat template, loss on assistant tokens, uniform mixture; starts from our
-# continually pre-trained model, or from sft.base_model (a released checkpoint, rule download_base_model).
+# continually pre-trained model, or from sft.base_model (a released checkpoint, rule download_base_model);
+# with sft.stage1 set, rule sft_stage1 trains a first stage that rule sft continues (LLaMA-MoE v2).
 # config launcher: runs in the job (kind none) or as launcher.num_processes processes under torchrun /
 # accelerate launch (DDP, or FSDP for 7-8B models) started by scripts/train.py inside the job; gpu = num_processes.
 
 
-rule sft:
+rule sft_stage1:
     input:
         model=model_dir("sft_base"),
+        data=expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"]),
+    output:
+        model=directory("results/models/sft_stage1"),
+        log_csv="results/sft_stage1/log.csv",
+    params:
+        stage="sft",
+        train=train_section(config, "sft_stage1"),
+        seed=config["seed"],
+        device=config["device"],
+        dtype=config["dtype"],
+        launcher=LAUNCHER,
+        ckpt_dir="results/checkpoints/sft_stage1",
+    log:
+        "logs/sft/sft_stage1.log",
+    benchmark:
+        "benchmarks/runs/sft/sft_stage1.tsv"
+    threads: MAX_THREADS
+    resources:
+        mem_mb=12000,
+        runtime=120,
+        gpu=train_gpus(),
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../scripts/train.py"
+
+
+rule sft:
+    input:
+        model="results/models/sft_stage1" if config["sft"].get("stage1") else model_dir("sft_base"),
         data=expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"]),
     output:
         model=directory("results/models/sft"),

@@ -13,7 +13,7 @@ from moelab.train.launch import run_training
 sm = snakemake  # noqa: F821
 log = setup(sm.log[0], sm.threads, sm.params.seed)
 spec = {
-    "stage": sm.rule,
+    "stage": getattr(sm.params, "stage", sm.rule),  # sft_stage1 trains like sft
     "model": sm.input.model,
     "data": {Path(p).stem: p for p in sm.input.data},
     "section": dict(sm.params.train),

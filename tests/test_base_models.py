@@ -231,3 +231,31 @@ def test_base_models_through_the_download_rule(tmp_path):
     assert len(scores["scores"]) == 4 and len(scores["dropped"]) == 1
     meta = json.loads((wf / "resources/models/sft_base/meta.json").read_text())
     assert meta["config"]["format"] == "llama_moe_v1"
+
+
+@pytest.mark.slow
+def test_two_stage_sft_continues_stage_one(tmp_path):
+    """sft.stage1 (LLaMA-MoE v2's two-stage post-training): rule sft_stage1 trains on its own mixture from the
+    constructed MoE (sft.from_stage moe, no CPT), and rule sft continues from its model with the sft: mixture."""
+    (tmp_path / "wf").mkdir()
+    wf = copy_workflow(tmp_path / "wf")
+    overlay = {
+        "sft": {
+            "from_stage": "moe",
+            "stage1": {"steps": 2, "warmup_steps": 0, "domain_weights": {"general": 0, "math": 1, "code": 0}},
+            "domain_weights": {"general": 0, "math": 0, "code": 1},
+        }
+    }
+    (wf / "overlay.yaml").write_text(yaml.safe_dump(overlay))
+    configs = ["--configfile", "config/smoke.yaml", "overlay.yaml"]
+    snakemake("results/models/sft", "--cores", "2", *configs, cwd=wf)
+    assert not (wf / "results/models/pretrain").exists()
+
+    def drawn(log):
+        rows = (wf / log).read_text().strip().splitlines()[1:]
+        return len(rows), {d for r in rows for d in r.rsplit(",", 1)[1].split()}
+
+    assert drawn("results/sft_stage1/log.csv") == (2, {"math"})
+    assert drawn("results/sft/log.csv") == (4, {"code"})
+    meta = json.loads((wf / "results/models/sft/meta.json").read_text())
+    assert any("results/models/sft_stage1" in str(i) for i in meta["inputs"])

@@ -130,7 +130,17 @@ def test_llama_moe_v2_overlays_have_the_papers_settings():
         2e-5,
         0,
     )
-    assert s["warmup_steps"] == round(0.03 * s["steps"])  # 3% warm-up
+    assert s["warmup_steps"] == round(0.03 * s["steps"])  # 3% warm-up, in each stage
+    stage1, stage2 = train_section(v2, "sft_stage1"), train_section(v2, "sft")
+    assert stage1["warmup_steps"] == round(0.03 * stage1["steps"]) and stage1["lr"] == 2e-5
+    assert {d for d, w in stage1["domain_weights"].items() if w} == {
+        "openhermes",
+        "slimorca",
+        "infinity",
+        "magpie",
+    }
+    assert {d for d, w in stage2["domain_weights"].items() if w} == {"infinity", "metamath"}
+    assert "stage1" not in stage2 and stage1["max_len"] == stage2["max_len"] == 4096
     assert set(train_section(v2, "sft")["domain_weights"]) == set(v2["data"]["sft_domains"])
     assert {p for papers in v2["evaluate"]["stages"].values() for p in papers} == {"llama_moe_v2"}
     shared = merged("config/paper.yaml", "config/paper_v2.yaml", "config/paper_v2_1s7.yaml")
@@ -146,7 +156,8 @@ def test_llama_moe_v2_dag_posttrains_right_after_construction(tmp_path):
     ).stdout
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", out, flags=re.M))
     assert counts["download_sft_data"] == "5" and counts["evaluate"] == "2" and "pretrain" not in counts
-    assert re.search(r"rule sft:\n    input: results/models/moe,", out)
+    assert re.search(r"rule sft_stage1:\n    input: results/models/moe,", out)
+    assert re.search(r"rule sft:\n    input: results/models/sft_stage1,", out)
 
 
 def test_local_domain_lists_match_the_extractors():
@@ -178,6 +189,15 @@ def demo(**changes):
         ({"data.pretrain_domains": ["code", "cc"]}, r"data.pretrain_domains has \['cc'\]"),
         ({"data.source": "hub"}, r"data.hub.pretrain has no entry for \['code', 'books', 'web', 'wiki'\]"),
         ({"pretrain.domain_weights": {"code": 1, "books": 1, "web": 1}}, r"no weight for \['wiki'\]"),
+        (
+            {"sft.stage1": {"steps": 2, "domain_weights": {"math": 1}}},
+            r"sft.stage1.domain_weights has no weight",
+        ),
+        (
+            {"sft.stage1": {"steps": 2, "domain_weights": {"math": 0, "code": 0, "general": 0}}},
+            "sft.stage1.*sum",
+        ),
+        ({"sft.stage1": {"steps": 2, "domain_weights": {"math": 1, "code": 0, "general": 0, "x": 1}}}, "'x'"),
         ({"pretrain.domain_weights": {"code": 1, "books": 1, "web": 1, "wiki": 1, "cc": 2}}, "'cc'"),
     ],
 )

@@ -24,12 +24,16 @@ def check_config(cfg: dict) -> None:
     if sum(train_section(cfg, "pretrain")["domain_weights"].values()) <= 0:
         raise ConfigError("pretrain.domain_weights must have a positive sum")
     sft_domains = set(cfg["data"]["sft_domains"])
-    for key, weight in cfg["sft"]["domain_weights"].items():
-        if key not in sft_domains and weight != 0:
-            raise ConfigError(
-                f"sft.domain_weights has data set {key!r} that is not in data.sft_domains {sorted(sft_domains)}"
-                " (weight 0 leaves it out)"
-            )
+    for section in train_sections(cfg)[1:]:
+        name = section_name(section)
+        for key, weight in raw_section(cfg, section)["domain_weights"].items():
+            if key not in sft_domains and weight != 0:
+                raise ConfigError(
+                    f"{name}.domain_weights has data set {key!r} that is not in data.sft_domains "
+                    f"{sorted(sft_domains)} (weight 0 leaves it out)"
+                )
+        if sum(train_section(cfg, section)["domain_weights"].values()) <= 0:
+            raise ConfigError(f"{name}.domain_weights must have a positive sum")
     calib = cfg["compress"].get("calib_domain", "web")
     if calib not in domains:
         raise ConfigError(
@@ -48,21 +52,50 @@ def check_config(cfg: dict) -> None:
     check_evaluate_config(cfg["evaluate"])  # papers' tasks exist in the suite, stages name known papers
 
 
+TRAIN_SECTIONS = ("pretrain", "sft_stage1", "sft")
+_NOT_TRAINING = ("base_model", "from_stage", "stage1")  # where a stage starts, not how it trains
+
+
+def train_sections(cfg: dict) -> list[str]:
+    """The training stages of this config, in order: pretrain, [sft_stage1 if sft.stage1 is set,] sft."""
+    return [s for s in TRAIN_SECTIONS if s != "sft_stage1" or cfg["sft"].get("stage1")]
+
+
+def section_name(section: str) -> str:
+    """The config key of a training stage, for error messages (sft_stage1 -> sft.stage1)."""
+    return "sft.stage1" if section == "sft_stage1" else section
+
+
+def raw_section(cfg: dict, section: str) -> dict:
+    """The config section of training stage ``section`` (one of TRAIN_SECTIONS) as written.
+
+    ``sft_stage1`` is ``sft.stage1`` over the ``sft:`` settings it does not set (two-stage post-training,
+    LLaMA-MoE v2 sec. 3: a general stage, then the final ``sft:`` stage).
+    """
+    if section == "sft_stage1":
+        return {**cfg["sft"], **(cfg["sft"].get("stage1") or {})}
+    return cfg[section]
+
+
 def train_section(cfg: dict, section: str) -> dict:
-    """The config's ``pretrain:`` / ``sft:`` section with domain weights of the extracted domains only.
+    """The settings of training stage ``section`` (pretrain, sft_stage1, sft) with domain weights of the
+    extracted domains only.
 
     A config merged over another (config/paper.yaml over config.yaml) cannot delete the base's weight keys;
     it sets them to 0, and they are dropped here. A domain without a weight is an error.
 
     Raises:
-        ConfigError: a domain of ``data.<section>_domains`` has no weight (names it).
+        ConfigError: a domain of ``data.<kind>_domains`` has no weight (names it).
     """
     domains = cfg["data"]["pretrain_domains" if section == "pretrain" else "sft_domains"]
-    weights = cfg[section]["domain_weights"]
+    raw = raw_section(cfg, section)
+    weights = raw["domain_weights"]
     missing = [d for d in domains if d not in weights]
     if missing:
-        raise ConfigError(f"{section}.domain_weights has no weight for {missing} (0 to skip a domain)")
-    section_cfg = {k: v for k, v in cfg[section].items() if k not in ("base_model", "from_stage")}  # inputs
+        raise ConfigError(
+            f"{section_name(section)}.domain_weights has no weight for {missing} (0 to skip a domain)"
+        )
+    section_cfg = {k: v for k, v in raw.items() if k not in _NOT_TRAINING}
     return {**section_cfg, "domain_weights": {d: weights[d] for d in domains}}
 
 
@@ -169,11 +202,12 @@ def check_launcher(cfg: dict) -> None:
             raise ConfigError(
                 "launcher.kind accelerate needs launcher.accelerate_config (config/accelerate/*.yaml)"
             )
-    for section in ("pretrain", "sft"):
-        t = cfg[section]
+    for section in train_sections(cfg):
+        t = raw_section(cfg, section)
         micro = t.get("micro_batch_size") or 1
         if t["batch_size"] % n or (t["batch_size"] // n) % micro:
+            name = section_name(section)
             raise ConfigError(
-                f"{section}.batch_size={t['batch_size']} does not split into {section}.micro_batch_size="
+                f"{name}.batch_size={t['batch_size']} does not split into {name}.micro_batch_size="
                 f"{t.get('micro_batch_size')} x launcher.num_processes={n}"
             )
