@@ -1,19 +1,23 @@
 """Data-parallel training: micro-batches and processes give the single-process loss curve; launch commands.
 
-The multi-process test starts 2 CPU processes with torchrun (gloo), the path a GPU node takes with
-``launcher.kind torchrun`` (``accelerate`` adds its DDP / FSDP config file on GPUs).
+The multi-process tests start 2 CPU processes (gloo): with torchrun (DDP), the path a GPU node takes with
+``launcher.kind torchrun``, and with ``accelerate launch`` on config/accelerate/fsdp.yaml (FSDP1, full
+shard, one unit per decoder layer, full-state-dict checkpoints) changed only where CPU processes need it.
 """
 
 import csv
 import json
 import os
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import tiny_llama
+import yaml
+from conftest import TINY, tiny_llama
 from test_train import RandomTokens
-from tiny_folders import save_tiny_checkpoint, sentence, write_jsonl
+from tiny_folders import save_tiny_checkpoint, sentence, tiny_tokenizer, write_jsonl
 
 from moelab.data.chat import MixtureSampler
 from moelab.train import TrainConfig, train
@@ -187,3 +191,167 @@ def test_pretrain_rule_launches_torchrun(tmp_path):
     assert len(rows) == 3  # header + 2 steps, written once (by the main process)
     spec = json.loads((wf / "results/checkpoints/pretrain/launch.json").read_text())
     assert spec["stage"] == "pretrain" and spec["section"]["steps"] == 2
+
+
+# ---- FSDP on 2 CPU processes ---------------------------------------------------------------------------
+
+FSDP_CONFIG = Path(__file__).resolve().parents[1] / "config" / "accelerate" / "fsdp.yaml"
+
+
+def cpu_fsdp_config(out: Path, fsdp_version: int = 1) -> Path:
+    """The checked-in FSDP launch config with the two keys CPU processes need changed (and ``fsdp_version``).
+
+    ``use_cpu: true`` (gloo instead of NCCL) and ``fsdp_sync_module_states: false`` (accelerate broadcasts
+    module states through an accelerator device and refuses without one; every process loads the same
+    checkpoint anyway). Everything else (FSDP1, FULL_SHARD, transformer-based wrap, FULL_STATE_DICT,
+    use_orig_params) is the GPU config as checked in.
+    """
+    cfg = yaml.safe_load(FSDP_CONFIG.read_text())
+    assert (
+        cfg["distributed_type"] == "FSDP" and cfg["fsdp_config"]["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    )
+    cfg["use_cpu"] = True
+    cfg["fsdp_config"]["fsdp_sync_module_states"] = False
+    cfg["fsdp_config"]["fsdp_version"] = fsdp_version
+    out.write_text(yaml.safe_dump(cfg))
+    return out
+
+
+def save_tiny_moe_checkpoint(out: Path) -> Path:
+    """A hub-style folder of a tiny LlamaMoE (hidden 32, 2 layers, 4 experts, top-2, tied embeddings).
+
+    The router is the deterministic softmax top-k: the noisy router draws its noise per process, so 2
+    processes x 2 rows cannot reproduce 1 process x 4 rows.
+    """
+    from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
+
+    tokenizer = tiny_tokenizer()
+    torch.manual_seed(0)
+    cfg = LlamaMoEConfig(
+        **{**TINY, "vocab_size": len(tokenizer), "hidden_size": 32, "intermediate_size": 64},
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        num_experts=4,
+        top_k=2,
+        router_type="softmax_topk",
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaMoEForCausalLM(cfg).eval().save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return Path(out)
+
+
+def test_fsdp_config_wraps_each_decoder_layer_of_our_models(monkeypatch):
+    """accelerate resolves the checked-in wrap policy against LlamaMoE and dense LLaMA alike."""
+    monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")  # the plugin writes it; restored after
+    from accelerate.utils import FullyShardedDataParallelPlugin
+    from transformers.models.llama.modeling_llama import LlamaDecoderLayer
+
+    from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
+    from moelab.models.modeling_llama_moe import LlamaMoEDecoderLayer
+
+    fsdp = yaml.safe_load(FSDP_CONFIG.read_text())["fsdp_config"]
+    assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+    moe = LlamaMoEForCausalLM(LlamaMoEConfig(**TINY, num_experts=4, top_k=2))
+    for model, layer in ((moe, LlamaMoEDecoderLayer), (tiny_llama(), LlamaDecoderLayer)):
+        plugin = FullyShardedDataParallelPlugin(
+            fsdp_version=fsdp["fsdp_version"],
+            auto_wrap_policy=fsdp["fsdp_auto_wrap_policy"],
+            transformer_cls_names_to_wrap=fsdp.get("fsdp_transformer_layer_cls_to_wrap"),
+            sync_module_states=False,
+        )
+        plugin.set_auto_wrap_policy(model)
+        assert plugin.auto_wrap_policy.keywords["transformer_layer_cls"] == {layer}
+    # naming both classes (the config's first version) fails for either model: accelerate wants them all
+    both = FullyShardedDataParallelPlugin(
+        auto_wrap_policy="TRANSFORMER_BASED_WRAP",
+        transformer_cls_names_to_wrap="LlamaMoEDecoderLayer,LlamaDecoderLayer",
+        sync_module_states=False,
+    )
+    with pytest.raises(ValueError, match="LlamaDecoderLayer"):
+        both.set_auto_wrap_policy(moe)
+
+
+# two accelerate launches of 2 CPU processes and a 1-process run: ~12 s on 2 cores each; FSDP1 is the
+# checked-in config, FSDP2 (fully_shard) the same run with fsdp_version 2
+@pytest.mark.parametrize("fsdp_version", [1, pytest.param(2, marks=pytest.mark.slow)], ids=["fsdp1", "fsdp2"])
+def test_fsdp_on_two_cpu_processes_matches_one_process_saves_full_model_and_resumes(tmp_path, fsdp_version):
+    from safetensors.torch import load_file
+
+    from moelab.io import load_model
+
+    model = save_tiny_moe_checkpoint(tmp_path / "moe")
+    data = {
+        d: write_jsonl(tmp_path / f"{d}.jsonl", [{"text": sentence(i + k)} for i in range(40)])
+        for k, d in enumerate("ab")
+    }
+    launcher = {
+        "kind": "accelerate",
+        "num_processes": 2,
+        "accelerate_config": str(cpu_fsdp_config(tmp_path / "fsdp_cpu.yaml", fsdp_version)),
+    }
+
+    def spec(name, ckpt=None):
+        s = pretrain_spec(tmp_path, name, model, data)
+        # 1 process x 2 micro-batches of 2 rows == 2 processes x 2 rows, balance loss included (it is
+        # computed per forward pass, so one pass over 4 rows would differ)
+        s["section"]["micro_batch_size"] = 2
+        if ckpt:
+            s["ckpt_dir"] = str(ckpt)
+        return s
+
+    one = run_training(spec("one"), None)
+    log = tmp_path / "fsdp.log"
+    fsdp = run_training(spec("fsdp"), launcher, log_path=log)
+    assert fsdp["processes"] == 2 and one["processes"] == 1, log.read_text()[-3000:]
+    curve = losses(tmp_path / "one" / "log.csv")
+    assert len(curve) == 4 and curve[-1] < curve[0]  # it trains
+    # (a) FSDP shards params/grads/optimiser state; the math is the single process's up to summation order
+    assert losses(tmp_path / "fsdp" / "log.csv") == pytest.approx(curve, abs=1e-4)
+    # the checkpoints are FSDP's: full optimiser state keyed by parameter name (index-keyed without FSDP)
+    ckpt = tmp_path / "fsdp" / "ckpt"
+    optim = torch.load(ckpt / "step-000004" / "optimizer.pt", weights_only=True)
+    assert optim["param_groups"][0]["params"][0] == "model.embed_tokens.weight"
+    single_optim = torch.load(tmp_path / "one" / "ckpt" / "step-000004" / "optimizer.pt", weights_only=True)
+    assert single_optim["param_groups"][0]["params"][0] == 0
+    assert len(optim["state"]) == len(single_optim["state"])
+    # (b) the saved model is complete (full state gathered on rank 0), loads, and equals the 1-process one
+    a = load_file(tmp_path / "one" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "fsdp" / "model" / "model.safetensors")
+    assert (
+        sorted(a) == sorted(b)
+        and any(".mlp.experts." in k for k in b)
+        and any(".mlp.router." in k for k in b)
+    )
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=1e-5, rtol=1e-4, msg=k)
+    loaded, _ = load_model(tmp_path / "fsdp" / "model")
+    assert type(loaded).__name__ == "LlamaMoEForCausalLM"
+    for k, v in loaded.state_dict().items():
+        torch.testing.assert_close(v, b[k if k in b else "model.embed_tokens.weight"], msg=k)
+    assert fsdp["val_loss_after"] == pytest.approx(one["val_loss_after"], abs=1e-3)
+    # (c) resume: a run killed after its step-2 checkpoint (step 4 half-written) restarts under FSDP and
+    # ends where the uninterrupted FSDP run ended
+    killed = tmp_path / "killed" / "ckpt"
+    shutil.copytree(ckpt, killed)
+    shutil.rmtree(killed / "step-000004")
+    (killed / "step-000004.tmp").mkdir()
+    (killed / "step-000004.tmp" / "model.safetensors").write_bytes(b"truncated")
+    resumed = run_training(spec("killed", ckpt=killed), launcher, log_path=log)
+    assert resumed["resumed_from"].endswith("step-000002"), log.read_text()[-3000:]
+    assert losses(tmp_path / "killed" / "log.csv") == losses(tmp_path / "fsdp" / "log.csv")
+    c = load_file(tmp_path / "killed" / "model" / "model.safetensors")
+    for k in b:
+        torch.testing.assert_close(c[k], b[k], atol=1e-6, rtol=0, msg=k)
+    assert resumed["final_lm_loss"] == pytest.approx(fsdp["final_lm_loss"], abs=1e-5)
+
+
+def test_fsdp_on_cpu_with_module_state_sync_names_the_key(monkeypatch):
+    """accelerate cannot sync module states without an accelerator device: the error names the config key."""
+    from moelab.train.dist import make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_USE_FSDP", "true")
+    monkeypatch.setenv("FSDP_SYNC_MODULE_STATES", "true")
+    with pytest.raises(ValueError, match="fsdp_sync_module_states: false"):
+        make_accelerator("cpu")

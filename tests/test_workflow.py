@@ -89,8 +89,10 @@ def test_smoke_workflow_end_to_end(tmp_path):
         assert f"{res['stage']}/{res['paper']}" == key and res["model_sha256"]
         assert set(res["primary"]) == set(res["paper_fewshot"]) == set(res["cached"])
         assert all(res["tasks"][t]["num_fewshot"] == min(n, 1) for t, n in res["paper_fewshot"].items())
-    # pretrain/llama_moe and sft_base/moe_sft (the same model) share 0-shot ARC-e: scored by the first job, cached for the second
-    shared = [json.loads((evals / "pretrain" / f"{p}.json").read_text()) for p in ("llama_moe", "moe_sft")]
+    # pretrain/llama_moe and sft_base/moe_sft (one model) share 0-shot ARC-e: scored by one job, cached for the other
+    shared = [
+        json.loads((evals / f"{k}.json").read_text()) for k in ("pretrain/llama_moe", "sft_base/moe_sft")
+    ]
     assert sorted(r["cached"]["arc_easy"] for r in shared) == [False, True]
     assert shared[0]["tasks"]["arc_easy"] == shared[1]["tasks"]["arc_easy"]
     load = pd.read_csv(wf / "results" / "routing" / "pretrain" / "gate_load.csv")

@@ -197,7 +197,10 @@ def check_launcher(cfg: dict) -> None:
         raise ConfigError(f"launcher.num_processes={n} needs launcher.kind torchrun or accelerate")
     if kind == "accelerate":
         if cfg["device"] == "cpu":
-            raise ConfigError("launcher.kind accelerate needs device cuda; use launcher.kind torchrun on CPU")
+            raise ConfigError(
+                "launcher.kind accelerate needs device cuda (config/accelerate/ targets GPU nodes); "
+                "use launcher.kind torchrun on CPU"
+            )
         if not launcher.get("accelerate_config"):
             raise ConfigError(
                 "launcher.kind accelerate needs launcher.accelerate_config (config/accelerate/*.yaml)"

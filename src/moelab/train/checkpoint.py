@@ -3,9 +3,11 @@
 Layout: ``<ckpt_dir>/step-000040/`` holding ``model.safetensors``, ``optimizer.pt``, ``rng.pt``,
 ``sampler.json`` and, written last, ``COMPLETE``. A folder without ``COMPLETE`` (a save interrupted by a
 kill) is ignored and overwritten. Only ``weights_only=True`` loads are used. Several processes: the main
-process writes (DDP state is replicated) and ``rng.pt`` also holds every process's RNG state; under FSDP
-the model and optimiser files are accelerate's FSDP checkpoint files instead of ``model.safetensors`` and
-``optimizer.pt``.
+process writes (DDP state is replicated) and ``rng.pt`` also holds every process's RNG state. Under FSDP
+with ``fsdp_state_dict_type: FULL_STATE_DICT`` (config/accelerate/fsdp.yaml) the same two files hold the
+full (unsharded) model and optimiser state gathered from every process; there ``optimizer.pt`` is keyed by
+parameter name (torch.distributed.checkpoint.state_dict) instead of by index. Other FSDP state-dict types
+use accelerate's FSDP checkpoint files.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_file, load_model, save_file, save_model
 
 from moelab.train.dist import gather_rng_states, is_fsdp
 
@@ -60,6 +62,52 @@ def claim_checkpoint_dir(ckpt_dir: Path, run_id: str | None) -> None:
     owner.write_text(run_id + "\n")
 
 
+def _full_state(accelerator) -> bool:
+    """Whether FSDP checkpoints are full state dicts gathered here (else accelerate's FSDP helpers)."""
+    from torch.distributed.fsdp import StateDictType
+
+    return accelerator.state.fsdp_plugin.state_dict_type in (StateDictType.FULL_STATE_DICT, None)
+
+
+def gather_full_state(wrapped, accelerator, optimizer=None) -> tuple[dict, dict | None]:
+    """The full model (and optimiser) state of an FSDP-wrapped model: a collective call on every process.
+
+    Uses torch's ``torch.distributed.checkpoint.state_dict`` (FSDP1 and FSDP2 alike) instead of accelerate's
+    ``save_fsdp_model`` / ``get_state_dict``: those force ``offload_to_cpu=True`` with several processes, and
+    FSDP1's full state dict with ``offload_to_cpu`` crashes (SIGSEGV in the post-state-dict clone) when the
+    parameters already live on the CPU. On GPUs the state is offloaded to rank 0's CPU (other ranks get
+    ``{}``); on CPU every process gets it.
+
+    Returns:
+        ``(model_state, optim_state)``: parameter name -> full tensor (the unwrapped model's state-dict keys
+        less tied copies such as ``lm_head.weight``, as ``save_pretrained`` writes them), and the optimiser
+        state keyed by parameter name (None without ``optimizer``).
+    """
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=accelerator.device.type != "cpu")
+    model_state = get_model_state_dict(wrapped, options=options)
+    tied = getattr(accelerator.unwrap_model(wrapped), "all_tied_weights_keys", None) or {}
+    model_state = {k: v for k, v in model_state.items() if k not in tied}  # gathered copies are not shared
+    optim_state = None if optimizer is None else get_optimizer_state_dict(wrapped, optimizer, options=options)
+    return model_state, optim_state
+
+
+def _check_fit(path: Path, missing, unexpected) -> None:
+    if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+        raise ValueError(
+            f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}"
+        )
+
+
+def _keyed_by_name(optim_state: dict) -> bool:
+    return any(isinstance(p, str) for g in optim_state.get("param_groups", []) for p in g["params"])
+
+
 def save_checkpoint(
     ckpt_dir: Path, step: int, model, optimizer, source, keep: int = 2, *, accelerator=None, wrapped=None
 ) -> Path:
@@ -68,8 +116,8 @@ def save_checkpoint(
     With several processes this is a collective call: every process calls it, RNG states are gathered
     (``rng.pt`` holds rank 0's as ``torch`` and all of them as ``ranks``) and the main process writes.
     Under DDP the weights and optimiser state are replicated, so the main process's copies are saved;
-    under FSDP, accelerate's FSDP helpers write model and optimiser state (sharded or full, as the FSDP
-    config's ``fsdp_state_dict_type`` says) and every process takes part.
+    under FSDP the full state is gathered (:func:`gather_full_state`; accelerate's FSDP helpers for a
+    sharded ``fsdp_state_dict_type``) and every process takes part.
 
     Args:
         model: the unwrapped module (``wrapped``: what ``accelerator.prepare`` returned, for FSDP).
@@ -79,10 +127,13 @@ def save_checkpoint(
     main = accelerator is None or accelerator.is_main_process
     rng = gather_rng_states(accelerator)
     fsdp = is_fsdp(accelerator)
+    full = fsdp and _full_state(accelerator)
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
-    if fsdp:
+    if full:
+        model_state, optim_state = gather_full_state(wrapped, accelerator, optimizer)
+    elif fsdp:
         from accelerate.utils import save_fsdp_model, save_fsdp_optimizer
 
         accelerator.wait_for_everyone()
@@ -90,7 +141,10 @@ def save_checkpoint(
         save_fsdp_model(plugin, accelerator, wrapped, str(tmp), 0)
         save_fsdp_optimizer(plugin, accelerator, optimizer, wrapped, str(tmp), 0)
     if main:
-        if not fsdp:
+        if full:
+            save_file({k: v.contiguous() for k, v in model_state.items()}, str(tmp / "model.safetensors"))
+            torch.save(optim_state, tmp / "optimizer.pt")
+        elif not fsdp:
             save_model(model, str(tmp / "model.safetensors"))
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"torch": rng[0], **({"ranks": rng} if len(rng) > 1 else {})}, tmp / "rng.pt")
@@ -109,15 +163,37 @@ def load_checkpoint(path: Path, model, optimizer, source, *, accelerator=None, w
     """Restore a checkpoint written by :func:`save_checkpoint`; returns the number of completed steps.
 
     Every process loads the same files; each restores its own RNG state when the checkpoint has one per
-    process (``ranks``), rank 0's otherwise.
+    process (``ranks``), rank 0's otherwise. Under FSDP (full state dict) every process reads the full
+    files and keeps its shard (host memory: one full copy of model + optimiser state per process while
+    loading).
 
     Raises:
-        ValueError: the checkpoint is incomplete or its weights do not fit ``model``.
+        ValueError: the checkpoint is incomplete, its weights do not fit ``model``, or its optimiser state
+            was written by another parallelism (FSDP vs DDP / single process: resume with the launcher
+            config that wrote it, or delete the checkpoint folder).
     """
     path = Path(path)
     if not (path / MARKER).exists():
         raise ValueError(f"checkpoint {path} is incomplete (no {MARKER} marker)")
-    if is_fsdp(accelerator):
+    fsdp = is_fsdp(accelerator)
+    if fsdp and _full_state(accelerator):
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        optim_state = torch.load(path / "optimizer.pt", weights_only=True)
+        if not _keyed_by_name(optim_state):
+            raise ValueError(
+                f"checkpoint {path} was written without FSDP (optimiser state keyed by index); resume it "
+                "with the launcher config that wrote it, or delete the checkpoint folder"
+            )
+        options = StateDictOptions(full_state_dict=True, strict=False)
+        result = set_model_state_dict(wrapped, load_file(path / "model.safetensors"), options=options)
+        _check_fit(path, result.missing_keys, result.unexpected_keys)
+        set_optimizer_state_dict(wrapped, optimizer, optim_state, options=options)
+    elif fsdp:
         from accelerate.utils import load_fsdp_model, load_fsdp_optimizer
 
         plugin = accelerator.state.fsdp_plugin
@@ -125,11 +201,14 @@ def load_checkpoint(path: Path, model, optimizer, source, *, accelerator=None, w
         load_fsdp_optimizer(plugin, accelerator, optimizer, wrapped, str(path), 0)
     else:
         missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
-        if unexpected or [k for k in missing if not k.endswith("lm_head.weight")]:
+        _check_fit(path, missing, unexpected)
+        optim_state = torch.load(path / "optimizer.pt", weights_only=True)
+        if _keyed_by_name(optim_state):
             raise ValueError(
-                f"checkpoint {path} does not fit the model: missing {missing}, unexpected {unexpected}"
+                f"checkpoint {path} was written by an FSDP run (optimiser state keyed by parameter name); "
+                "resume it with the launcher config that wrote it, or delete the checkpoint folder"
             )
-        optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
+        optimizer.load_state_dict(optim_state)
     rng = torch.load(path / "rng.pt", weights_only=True)
     rank = 0 if accelerator is None else accelerator.process_index
     ranks = rng.get("ranks")

@@ -9,14 +9,22 @@ for padded chat batches alike); DDP averages gradients over processes, hence the
 
 Device placement, DDP / FSDP wrapping and the process group come from accelerate's ``Accelerator``: under
 ``torchrun`` or ``accelerate launch`` it reads the launcher's environment; in a plain process it is a
-single-process no-op wrapper (the CPU path of the demo).
+single-process no-op wrapper (the CPU path of the demo). FSDP also runs on CPU processes (gloo), see
+:func:`make_accelerator`; the CPU tests train through it.
 """
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 IGNORE_INDEX = -100
+
+
+def fsdp_requested() -> bool:
+    """Whether the launcher asked for FSDP (``accelerate launch`` with ``distributed_type: FSDP``)."""
+    return os.environ.get("ACCELERATE_USE_FSDP", "false").lower() in ("1", "true")
 
 
 def make_accelerator(device: str = "cpu"):
@@ -24,10 +32,40 @@ def make_accelerator(device: str = "cpu"):
 
     Mixed precision, DDP vs FSDP and the process count come from the launcher (``accelerate launch
     --config_file config/accelerate/*.yaml`` or ``torchrun``); a plain process gets a single-process one.
+
+    FSDP on CPU processes: accelerate 1.15 applies an FSDP launch config on accelerator devices only. On CPU
+    its ``AcceleratorState`` keeps ``DistributedType.MULTI_CPU`` and drops the FSDP plugin (accelerate/state.py,
+    the FSDP switch sits in the ``MULTI_GPU``-like branch only), so the run would silently be DDP. torch's FSDP
+    does run on CPU with gloo, so here the state is switched to FSDP with the plugin built from the launch
+    config, and the device to plain ``cpu`` (FSDP rejects accelerate's ``cpu:0`` as inconsistent with its
+    compute device ``cpu``). This keeps the FSDP code path testable on CPU (tests/test_train_dist.py).
+
+    Raises:
+        ValueError: FSDP on CPU with ``fsdp_sync_module_states: true`` (accelerate broadcasts module states
+            through an accelerator device; names the key to change).
     """
     from accelerate import Accelerator
+    from accelerate.utils import DistributedType, FullyShardedDataParallelPlugin
 
-    return Accelerator(cpu=(device == "cpu"))
+    try:
+        acc = Accelerator(cpu=(device == "cpu"))
+    except RuntimeError as err:
+        if fsdp_requested() and "no available devices" in str(err):
+            raise ValueError(
+                "FSDP on CPU processes needs fsdp_sync_module_states: false in the accelerate config "
+                f"(accelerate syncs module states through an accelerator device): {err}"
+            ) from err
+        raise
+    if fsdp_requested() and acc.distributed_type == DistributedType.MULTI_CPU:
+        from accelerate.state import PartialState
+
+        cpu = torch.device("cpu")
+        # AcceleratorState re-reads PartialState's fields on every instantiation: change both, as
+        # accelerate itself does for distributed_type on GPUs
+        PartialState._shared_state.update(distributed_type=DistributedType.FSDP, device=cpu)
+        acc.state.distributed_type, acc.state.device = DistributedType.FSDP, cpu
+        acc.state.fsdp_plugin = FullyShardedDataParallelPlugin()  # from the launcher's FSDP_* environment
+    return acc
 
 
 def label_tokens(batch: dict) -> int:

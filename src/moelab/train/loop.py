@@ -24,7 +24,13 @@ from tqdm.auto import tqdm
 
 from moelab.io import aux_value, lm_loss, save_model
 from moelab.provenance import fingerprint
-from moelab.train.checkpoint import claim_checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
+from moelab.train.checkpoint import (
+    claim_checkpoint_dir,
+    gather_full_state,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from moelab.train.dist import is_fsdp, label_tokens, make_accelerator, reduce_sum, split_batch
 
 LOG_FIELDS = (
@@ -320,11 +326,11 @@ def save_trained(accelerator, model, tokenizer, out_dir: Path) -> None:
     """Save the trained model + tokenizer as an HF folder from the main process (collective under FSDP).
 
     Single process and DDP: ``model`` (the unwrapped module) is saved as is. FSDP: the full state dict is
-    gathered first (every process must call this).
+    gathered first (:func:`moelab.train.checkpoint.gather_full_state`; every process must call this).
     """
     if is_fsdp(accelerator):
         wrapped = accelerator._models[-1]  # the FSDP module accelerate prepared in train()
-        state = accelerator.get_state_dict(wrapped)
+        state, _ = gather_full_state(wrapped, accelerator)
         if accelerator.is_main_process:
             unwrapped = accelerator.unwrap_model(wrapped)
             tmp = Path(out_dir).with_name(Path(out_dir).name + ".tmp")

@@ -6,13 +6,13 @@ blocks per domain are held out to measure the per-domain validation loss before 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
 from moelab.data.packing import DomainSampler, pack_texts, read_jsonl
 from moelab.io import load_model, mean_loss
+from moelab.train.dist import fsdp_requested
 from moelab.train.loop import train_and_save
 
 VAL_BLOCKS = 4  # held-out blocks per domain
@@ -86,7 +86,7 @@ def run_pretrain(
         model, tokenizer, PretrainSource(sampler), section, seed,
         model_dir=model_dir, data=data, out_dir=out_dir, log_csv=log_csv, ckpt_dir=ckpt_dir, device=device,
     )  # fmt: skip
-    if os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true"):
+    if fsdp_requested():
         # FSDP shards cannot run outside their wrapper: score the saved model instead
         model, _ = load_model(out_dir, dtype=dtype, device=device)
     after = domain_losses(model, val_blocks, device)
