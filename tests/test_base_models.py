@@ -256,6 +256,8 @@ def test_two_stage_sft_continues_stage_one(tmp_path):
         return len(rows), {d for r in rows for d in r.rsplit(",", 1)[1].split()}
 
     assert drawn("results/sft_stage1/log.csv") == (2, {"math"})
+    summary = json.loads((wf / "results/models/sft_stage1/train_summary.json").read_text())
+    assert set(summary["examples"]) == {"math"}  # the stage's zero-weight sets are not even read
     assert drawn("results/sft/log.csv") == (4, {"code"})
     meta = json.loads((wf / "results/models/sft/meta.json").read_text())
     assert any("results/models/sft_stage1" in str(i) for i in meta["inputs"])

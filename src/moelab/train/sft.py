@@ -48,11 +48,15 @@ def run_sft(
     device: str = "cpu",
     dtype: str = "float32",
 ) -> dict:
-    """Instruction-tune ``model_dir`` as ``section`` (the config's ``sft:``) says and save to ``out_dir``."""
+    """Instruction-tune ``model_dir`` as ``section`` (the config's ``sft:``) says and save to ``out_dir``.
+
+    Data sets with weight 0 are not read (two-stage post-training: each stage draws from its own sets).
+    """
     model, tokenizer = load_model(model_dir, dtype=dtype, device=device)
-    encoded = encode_datasets(data, tokenizer, section["max_len"])
+    weights = {d: w for d, w in section["domain_weights"].items() if w > 0}  # a stage's unused sets: not read
+    encoded = encode_datasets({d: p for d, p in data.items() if d in weights}, tokenizer, section["max_len"])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sampler = MixtureSampler(encoded, section["domain_weights"], section["batch_size"], seed, pad_id)
+    sampler = MixtureSampler(encoded, weights, section["batch_size"], seed, pad_id)
     summary = train_and_save(
         model, tokenizer, SFTSource(sampler), section, seed,
         model_dir=model_dir, data=data, out_dir=out_dir, log_csv=log_csv, ckpt_dir=ckpt_dir, device=device,
