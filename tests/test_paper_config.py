@@ -160,6 +160,15 @@ def test_llama_moe_v2_dag_posttrains_right_after_construction(tmp_path):
     assert re.search(r"rule sft:\n    input: results/models/sft_stage1,", out)
 
 
+def test_gpu_overlay_is_the_one_switch(tmp_path):
+    """config/gpu.yaml (benchmarks/gpu_check.sh): device cuda + bf16 and nothing else; its DAG asks for GPUs."""
+    assert yaml.safe_load((ROOT / "config/gpu.yaml").read_text()) == {"device": "cuda", "dtype": "bfloat16"}
+    check_config(merged("config/gpu.yaml"))
+    out = snakemake("-n", "--configfile", "config/gpu.yaml", cwd=copy_workflow(tmp_path)).stdout
+    assert re.search(r"rule evaluate:(?:.|\n)*?resources: .*gpu=1", out)
+    assert re.search(r"rule pretrain:(?:.|\n)*?resources: .*gpu=1", out)
+
+
 def test_local_domain_lists_match_the_extractors():
     from moelab.data import sources
 
