@@ -12,6 +12,24 @@ ROUTER_TYPES = ("noisy_topk", "softmax_topk", "switch_top1", "uniform", "random"
 GATE_NETWORKS = ("mlp", "linear")
 MLP_LAYER_TYPES = ("moe", "dense")
 
+# Decoder fields every LLaMA-family config shares (LLaMA, LLaMA-MoE, upstream LLaMA-MoE v1, Mixtral): what the
+# checkpoint-format converters (export_mixtral, import_llama_moe_v1) copy as they are.
+DECODER_FIELDS = (
+    "vocab_size",
+    "hidden_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "hidden_act",
+    "max_position_embeddings",
+    "initializer_range",
+    "rms_norm_eps",
+    "pad_token_id",
+    "bos_token_id",
+    "eos_token_id",
+    "tie_word_embeddings",
+)
+
 # Config fields that are lists indexed by decoder layer (None means "same default for every layer"; the scale
 # fields may also be one float for all layers). Dropping decoder layers = slicing every such list.
 PER_LAYER_FIELDS = (

@@ -22,24 +22,9 @@ import torch
 from safetensors.torch import save_file
 from transformers import MixtralConfig
 
-_LLAMA_KEYS_KEPT = (
-    "vocab_size",
-    "hidden_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "head_dim",
-    "hidden_act",
-    "max_position_embeddings",
-    "initializer_range",
-    "rms_norm_eps",
-    "pad_token_id",
-    "bos_token_id",
-    "eos_token_id",
-    "tie_word_embeddings",
-    "rope_parameters",
-    "attention_dropout",
-)
+from .configuration_llama_moe import DECODER_FIELDS
+
+_LLAMA_KEYS_KEPT = (*DECODER_FIELDS, "head_dim", "rope_parameters", "attention_dropout")
 
 
 def mixtral_export_problems(config) -> list[str]:

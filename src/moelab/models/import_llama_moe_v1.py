@@ -30,27 +30,10 @@ from pathlib import Path
 
 import torch
 
-from .configuration_llama_moe import LlamaMoEConfig
+from .configuration_llama_moe import DECODER_FIELDS, LlamaMoEConfig
 
 # Dense LLaMA fields copied as they are.
-_LLAMA_FIELDS = (
-    "vocab_size",
-    "hidden_size",
-    "intermediate_size",
-    "num_hidden_layers",
-    "num_attention_heads",
-    "num_key_value_heads",
-    "hidden_act",
-    "max_position_embeddings",
-    "initializer_range",
-    "rms_norm_eps",
-    "pad_token_id",
-    "bos_token_id",
-    "eos_token_id",
-    "tie_word_embeddings",
-    "rope_theta",
-    "rope_scaling",
-)
+_LLAMA_FIELDS = (*DECODER_FIELDS, "intermediate_size", "rope_theta", "rope_scaling")
 # Upstream options whose other values change the math in a way our model does not implement.
 _REQUIRED = {
     "gate_type": "TopKBalancedNoisyGate",
