@@ -19,6 +19,6 @@ materialise = (
     materialise_llama_moe_v1 if spec.get("format", "hf") == "llama_moe_v1" else materialise_pretrained
 )
 log.info("materialising %s (%s) into %s", spec["pretrained"], spec.get("format", "hf"), out)
-materialise(spec["pretrained"], out, revision=spec.get("revision"))
-prov.write(out)
+resolved = materialise(spec["pretrained"], out, revision=spec.get("revision"))
+prov.write(out, extra=resolved)
 log.info("base model written to %s", out)

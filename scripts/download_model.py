@@ -14,12 +14,13 @@ log = setup(snakemake.log[0], snakemake.threads, snakemake.params.seed)  # noqa:
 m = snakemake.params.model  # noqa: F821
 out = Path(snakemake.output[0])  # noqa: F821
 prov = Provenance(config=m, seed=snakemake.params.seed)  # noqa: F821
+resolved = None  # the hub commit of a pretrained source
 if m["source"] == "gguf":
     sources.materialise_gguf_model(m["gguf_package"], m["gguf_file"], out)
 elif m["source"] == "pretrained":
-    sources.materialise_pretrained(m["pretrained"], out, revision=m.get("revision"))
+    resolved = sources.materialise_pretrained(m["pretrained"], out, revision=m.get("revision"))
 else:
     tokenizer = sources.package_dir(m["gguf_package"]) / m["gguf_file"]  # the real SmolLM2 tokenizer
     sources.make_tiny_model(tokenizer, out, seed=snakemake.params.seed, **m["tiny"])  # noqa: F821
-prov.write(out)
+prov.write(out, extra=resolved)
 log.info("dense model written to %s", out)

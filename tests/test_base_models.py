@@ -188,7 +188,8 @@ def save_tiny_mixtral(folder, seed=0):
 
 def test_block_drop_on_a_mixtral_checkpoint(tmp_path):
     """compress.base_model format hf (the paper's Mixtral-8x7B): Block Drop works on MixtralForCausalLM."""
-    materialise_pretrained(str(save_tiny_mixtral(tmp_path / "hub")), tmp_path / "base")
+    hub = str(save_tiny_mixtral(tmp_path / "hub"))
+    assert materialise_pretrained(hub, tmp_path / "base") == {"source": hub, "commit": None}  # provenance
     model, _ = load_model(tmp_path / "base")
     ids = torch.randint(3, 20, (2, 16), generator=torch.Generator().manual_seed(0))
     result = block_drop(model, [{"input_ids": ids}], n_drop=2)
@@ -230,7 +231,7 @@ def test_base_models_through_the_download_rule(tmp_path):
     scores = json.loads((wf / "results/compress/block_scores.json").read_text())
     assert len(scores["scores"]) == 4 and len(scores["dropped"]) == 1
     meta = json.loads((wf / "resources/models/sft_base/meta.json").read_text())
-    assert meta["config"]["format"] == "llama_moe_v1"
+    assert meta["config"]["format"] == "llama_moe_v1" and meta["extra"] == {"source": str(up), "commit": None}
 
 
 @pytest.mark.slow

@@ -100,7 +100,7 @@ def materialise_gguf_model(package: str, gguf_file: str, out_dir: str | Path) ->
         tokenizer.save_pretrained(tmp)
 
 
-def materialise_pretrained(source: str, out_dir: str | Path, revision: str | None = None) -> None:
+def materialise_pretrained(source: str, out_dir: str | Path, revision: str | None = None) -> dict:
     """Re-save a pretrained causal LM (hub repo id or local folder) as safetensors + tokenizer.
 
     Paper scale (LLaMA-2-7B, Llama-3-8B-Instruct, ...). Weights keep their stored dtype (``dtype="auto"``).
@@ -114,6 +114,9 @@ def materialise_pretrained(source: str, out_dir: str | Path, revision: str | Non
         FileNotFoundError: ``source`` looks like a path (absolute, ``./``, ``~``, or more than one ``/``;
             a hub id is ``owner/name``) but is not a folder.
         OSError: transformers could not find the repo (e.g. HF_HUB_OFFLINE=1 and not cached).
+
+    Returns:
+        ``{"source", "commit"}``: the hub commit the files came from (None for a local folder), for provenance.
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -124,6 +127,7 @@ def materialise_pretrained(source: str, out_dir: str | Path, revision: str | Non
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+    return {"source": source, "commit": None if local else getattr(model.config, "_commit_hash", None)}
 
 
 def _resolve_source(source: str) -> tuple[str, bool]:
@@ -142,7 +146,7 @@ def _resolve_source(source: str) -> tuple[str, bool]:
     return (str(local), True) if looks_local else (source, False)
 
 
-def materialise_llama_moe_v1(source: str, out_dir: str | Path, revision: str | None = None) -> None:
+def materialise_llama_moe_v1(source: str, out_dir: str | Path, revision: str | None = None) -> dict:
     """Convert a released LLaMA-MoE v1 checkpoint (e.g. ``llama-moe/LLaMA-MoE-v1-3_5B-2_8``) to our LlamaMoE.
 
     MoE-SFT (arXiv 2406.11256) tunes this checkpoint. The hub folder is fetched as files
@@ -158,6 +162,9 @@ def materialise_llama_moe_v1(source: str, out_dir: str | Path, revision: str | N
     Raises:
         FileNotFoundError: a path-like ``source`` that is not a folder, or a folder without config/weights.
         ValueError: the folder is not an upstream LLaMA-MoE v1 checkpoint we can convert (names why).
+
+    Returns:
+        ``{"source", "commit"}``: the hub commit the files came from (None for a local folder), for provenance.
     """
     from transformers import AutoTokenizer
 
@@ -170,13 +177,12 @@ def materialise_llama_moe_v1(source: str, out_dir: str | Path, revision: str | N
         patterns = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "*.model"]
         src = snapshot_download(source, revision=revision, allow_patterns=patterns)
     tokenizer = AutoTokenizer.from_pretrained(src)
-    if not getattr(
-        tokenizer, "chat_template", None
-    ):  # LLaMA-2's tokenizer has none; upstream SFT: Vicuna v1.1
-        tokenizer.chat_template = VICUNA_V1_1_TEMPLATE
+    if not getattr(tokenizer, "chat_template", None):
+        tokenizer.chat_template = VICUNA_V1_1_TEMPLATE  # LLaMA-2's tokenizer has none
     with atomic_dir(out_dir) as tmp:
         write_llama_moe_v1_as_ours(src, tmp)
         tokenizer.save_pretrained(tmp)
+    return {"source": source, "commit": None if local else Path(src).name}  # snapshots/<commit>
 
 
 def load_tokenizer(source: str | Path):
