@@ -262,3 +262,24 @@ def test_two_stage_sft_continues_stage_one(tmp_path):
     assert drawn("results/sft/log.csv") == (4, {"code"})
     meta = json.loads((wf / "results/models/sft/meta.json").read_text())
     assert any("results/models/sft_stage1" in str(i) for i in meta["inputs"])
+
+
+def test_base_model_mistakes_fail_naming_the_cause(tmp_path, monkeypatch):
+    """The usual wrong inputs: each fails naming the folder and what to change, and writes no output."""
+    vocab = len(tiny_tokenizer())
+    upstream = write_upstream(tmp_path / "v1", upstream_tensors(vocab), upstream_config(vocab), "safetensors")
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match="released LLaMA-MoE v1 checkpoint.*format llama_moe_v1"):
+        materialise_pretrained(str(upstream), out)  # format hf on the remote-code layout
+    (tmp_path / "empty").mkdir()
+    for materialise in (materialise_pretrained, materialise_llama_moe_v1):
+        with pytest.raises(FileNotFoundError, match="empty has no config.json"):
+            materialise(str(tmp_path / "empty"), out)
+    weights = upstream / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated download
+    with pytest.raises(ValueError, match=r"cannot read the weights file .*model.safetensors"):
+        materialise_llama_moe_v1(str(upstream), out)
+    monkeypatch.chdir(tmp_path)  # "mymodels/llama-moe": a mistyped relative folder reads as a hub id
+    with pytest.raises(ValueError, match=r"read as a hub id; there is no local folder .*mymodels/llama-moe"):
+        materialise_llama_moe_v1("mymodels/llama-moe", out)
+    assert not out.exists() and not list(tmp_path.glob(".out.tmp*"))

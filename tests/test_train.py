@@ -99,3 +99,29 @@ def test_checkpoints_of_another_run_are_never_resumed(tmp_path):
     )
     assert other["resumed_from"] is None
     assert (tmp_path / "ck" / "RUN").read_text().strip() == "run-b"
+
+
+def test_sft_leaves_out_examples_truncated_before_any_assistant_token(tmp_path):
+    """A batch of examples without assistant tokens within max_len has a 0/0 loss: such examples are dropped
+    and counted, and a data set left without any fails naming it and max_len."""
+    from tiny_folders import sentence, tiny_tokenizer, write_jsonl
+
+    from moelab.data.chat import VICUNA_V1_1_TEMPLATE
+    from moelab.train.sft import encode_datasets
+
+    tok = tiny_tokenizer()
+    tok.chat_template = VICUNA_V1_1_TEMPLATE
+
+    def chat(user_words):
+        return {"messages": [{"role": "user", "content": sentence(1, user_words)},
+                             {"role": "assistant", "content": "the end"}]}  # fmt: skip
+
+    data = {
+        "mixed": write_jsonl(tmp_path / "mixed.jsonl", [chat(4), chat(200), chat(6)]),
+        "long": write_jsonl(tmp_path / "long.jsonl", [chat(200), chat(300)]),
+    }
+    encoded, dropped = encode_datasets({"mixed": data["mixed"]}, tok, max_len=64)
+    assert dropped == {"mixed": 1} and len(encoded["mixed"]) == 2
+    assert all(int((e["labels"] != -100).sum()) == 3 for e in encoded["mixed"])  # "the end" + </s>
+    with pytest.raises(ValueError, match=r"'long'.*none of its 2 examples.*max_len=64"):
+        encode_datasets(data, tok, max_len=64)

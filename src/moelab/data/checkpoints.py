@@ -11,7 +11,9 @@ All of them write atomically (build in a temporary sibling folder, rename at the
 
 from __future__ import annotations
 
+import json
 import struct
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -120,10 +122,17 @@ def materialise_pretrained(source: str, out_dir: str | Path, revision: str | Non
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from moelab.models.import_llama_moe_v1 import is_llama_moe_v1_config
+
     src, local = _resolve_source(source)
+    if local and is_llama_moe_v1_config(json.loads((Path(src) / "config.json").read_text())):
+        raise ValueError(
+            f"{source} is a released LLaMA-MoE v1 checkpoint (remote code): use format llama_moe_v1"
+        )
     kwargs = {} if local or revision is None else {"revision": revision}
-    tokenizer = AutoTokenizer.from_pretrained(src, **kwargs)
-    model = AutoModelForCausalLM.from_pretrained(src, dtype="auto", **kwargs)
+    with _naming_source(source, local):  # trust_remote_code=False: never prompt, never run a repo's code
+        tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=False, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(src, dtype="auto", trust_remote_code=False, **kwargs)
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -143,7 +152,31 @@ def _resolve_source(source: str) -> tuple[str, bool]:
     )
     if looks_local and not local.is_dir():
         raise FileNotFoundError(f"pretrained model folder {source} does not exist")
+    if looks_local and not (local / "config.json").is_file():
+        raise FileNotFoundError(
+            f"pretrained model folder {source} has no config.json: not a model checkpoint"
+        )
     return (str(local), True) if looks_local else (source, False)
+
+
+@contextmanager
+def _naming_source(source: str, local: bool):
+    """Re-raise a load failure as ValueError naming ``source``, with a hint for the usual mistakes.
+
+    Libraries name neither the folder (a truncated safetensors file) nor the cause (a repository with remote
+    code asks to ``trust_remote_code``; a mistyped relative path ``dir/name`` is read as a hub id).
+    """
+    try:
+        yield
+    except Exception as err:
+        text = str(err)
+        if "trust_remote_code" in text or "custom code" in text:
+            hint = "it holds remote code: a released LLaMA-MoE v1 checkpoint needs format llama_moe_v1"
+        elif not local:
+            hint = f"read as a hub id; there is no local folder {Path(source).resolve()} either"
+        else:
+            hint = "its files do not load (truncated or corrupt weights?)"
+        raise ValueError(f"cannot load the pretrained model {source} ({hint}): {err}") from err
 
 
 def materialise_llama_moe_v1(source: str, out_dir: str | Path, revision: str | None = None) -> dict:
@@ -171,12 +204,13 @@ def materialise_llama_moe_v1(source: str, out_dir: str | Path, revision: str | N
     from moelab.models.import_llama_moe_v1 import write_llama_moe_v1_as_ours
 
     src, local = _resolve_source(source)
-    if not local:
-        from huggingface_hub import snapshot_download
+    with _naming_source(source, local):
+        if not local:
+            from huggingface_hub import snapshot_download
 
-        patterns = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "*.model"]
-        src = snapshot_download(source, revision=revision, allow_patterns=patterns)
-    tokenizer = AutoTokenizer.from_pretrained(src)
+            patterns = ["*.json", "*.safetensors", "pytorch_model*.bin", "tokenizer*", "*.model"]
+            src = snapshot_download(source, revision=revision, allow_patterns=patterns)
+        tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=False)
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = VICUNA_V1_1_TEMPLATE  # LLaMA-2's tokenizer has none
     with atomic_dir(out_dir) as tmp:

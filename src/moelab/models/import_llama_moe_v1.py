@@ -147,6 +147,7 @@ def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
 
     Raises:
         FileNotFoundError: the folder holds neither, or its index names a shard that is missing.
+        ValueError: a weights file does not load (names it).
     """
     from safetensors.torch import load_file
 
@@ -167,7 +168,12 @@ def read_checkpoint_tensors(folder: str | Path) -> dict[str, torch.Tensor]:
         if files:
             state = {}
             for f in files:
-                state.update(load(str(f)))
+                try:
+                    state.update(load(str(f)))
+                except Exception as err:  # safetensors / torch errors do not name the file
+                    raise ValueError(
+                        f"cannot read the weights file {f} (truncated or corrupt?): {err}"
+                    ) from err
             return state
     raise FileNotFoundError(f"{folder} holds no *.safetensors or pytorch_model*.bin weights")
 

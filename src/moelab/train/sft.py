@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moelab.data.chat import MixtureSampler, encode_chat
+from moelab.data.chat import IGNORE_INDEX, MixtureSampler, encode_chat
 from moelab.data.packing import read_jsonl
 from moelab.io import load_model
 from moelab.train.loop import train_and_save
@@ -30,11 +30,29 @@ class SFTSource:
         self.sampler.load_state_dict(state)
 
 
-def encode_datasets(data: dict[str, Path], tokenizer, max_len: int) -> dict[str, list[dict]]:
-    """Encode every chat example of every data set (``messages`` field) with assistant-only labels."""
-    return {
-        d: [encode_chat(r["messages"], tokenizer, max_len) for r in read_jsonl(p)] for d, p in data.items()
-    }
+def encode_datasets(data: dict[str, Path], tokenizer, max_len: int) -> tuple[dict[str, list[dict]], dict]:
+    """Encode every chat example of every data set (``messages`` field) with assistant-only labels.
+
+    An example whose assistant tokens all fall beyond ``max_len`` has nothing to learn from (a batch of
+    only such examples has a 0/0 loss); it is left out and counted.
+
+    Returns:
+        (data set -> encoded examples, data set -> examples left out).
+
+    Raises:
+        ValueError: a data set with no example that keeps an assistant token within ``max_len`` (names it).
+    """
+    encoded, dropped = {}, {}
+    for d, p in data.items():
+        rows = [encode_chat(r["messages"], tokenizer, max_len) for r in read_jsonl(p)]
+        encoded[d] = [e for e in rows if bool((e["labels"] != IGNORE_INDEX).any())]
+        dropped[d] = len(rows) - len(encoded[d])
+        if not encoded[d]:
+            raise ValueError(
+                f"SFT data set {d!r} ({p}): none of its {len(rows)} examples keeps an assistant token within "
+                f"max_len={max_len} tokens; raise sft.max_len or leave the data set out (weight 0)"
+            )
+    return encoded, dropped
 
 
 def run_sft(
@@ -54,7 +72,9 @@ def run_sft(
     """
     model, tokenizer = load_model(model_dir, dtype=dtype, device=device)
     weights = {d: w for d, w in section["domain_weights"].items() if w > 0}  # a stage's unused sets: not read
-    encoded = encode_datasets({d: p for d, p in data.items() if d in weights}, tokenizer, section["max_len"])
+    encoded, dropped = encode_datasets(
+        {d: p for d, p in data.items() if d in weights}, tokenizer, section["max_len"]
+    )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     sampler = MixtureSampler(encoded, weights, section["batch_size"], seed, pad_id)
     summary = train_and_save(
@@ -62,4 +82,5 @@ def run_sft(
         model_dir=model_dir, data=data, out_dir=out_dir, log_csv=log_csv, ckpt_dir=ckpt_dir, device=device,
     )  # fmt: skip
     summary["examples"] = {d: len(v) for d, v in encoded.items()}
+    summary["examples_truncated_away"] = dropped  # no assistant token within max_len
     return summary
