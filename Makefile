@@ -30,7 +30,10 @@ lint: setup
 	$(BIN)/snakemake --lint
 
 dag: setup
-	$(BIN)/snakemake --rulegraph | dot -Tsvg > docs/rulegraph.svg
+	$(BIN)/snakemake --rulegraph > docs/rulegraph.dot
+	dot -Tsvg docs/rulegraph.dot > docs/rulegraph.svg
+	dot -Tpng docs/rulegraph.dot > docs/rulegraph.png
+	rm docs/rulegraph.dot
 
 clean:
 	rm -rf results logs .snakemake benchmarks/runs
