@@ -5,36 +5,6 @@
 # accelerate launch (DDP, or FSDP for 7-8B models) started by scripts/train.py inside the job; gpu = num_processes.
 
 
-rule sft_stage1:
-    input:
-        model=model_dir("sft_base"),
-        data=expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"]),
-    output:
-        model=directory("results/models/sft_stage1"),
-        log_csv="results/sft_stage1/log.csv",
-    params:
-        stage="sft",
-        train=train_section(config, "sft_stage1"),
-        seed=config["seed"],
-        device=config["device"],
-        dtype=config["dtype"],
-        launcher=LAUNCHER,
-        ckpt_dir="results/checkpoints/sft_stage1",
-    log:
-        "logs/sft/sft_stage1.log",
-    benchmark:
-        "benchmarks/runs/sft/sft_stage1.tsv"
-    threads: MAX_THREADS
-    resources:
-        mem_mb=12000,
-        runtime=120,
-        gpu=train_gpus(),
-    conda:
-        "../envs/training.yaml"
-    script:
-        "../scripts/train.py"
-
-
 rule sft:
     input:
         model="results/models/sft_stage1" if config["sft"].get("stage1") else model_dir("sft_base"),
@@ -62,3 +32,21 @@ rule sft:
         "../envs/training.yaml"
     script:
         "../scripts/train.py"
+
+
+# sft.stage1: the same training job on the stage-1 settings, from what SFT would otherwise start from
+use rule sft as sft_stage1 with:
+    input:
+        model=model_dir("sft_base"),
+        data=rules.sft.input.data,
+    output:
+        model=directory("results/models/sft_stage1"),
+        log_csv="results/sft_stage1/log.csv",
+    params:
+        stage="sft",
+        train=train_section(config, "sft_stage1"),
+        ckpt_dir="results/checkpoints/sft_stage1",
+    log:
+        "logs/sft/sft_stage1.log",
+    benchmark:
+        "benchmarks/runs/sft/sft_stage1.tsv"
