@@ -19,7 +19,7 @@ from conftest import TINY, tiny_llama
 from test_train import RandomTokens
 from tiny_folders import save_tiny_checkpoint, sentence, tiny_tokenizer, write_jsonl
 
-from moelab.data.chat import MixtureSampler
+from moelab.mixture import MixtureSampler
 from moelab.train import TrainConfig, train
 from moelab.train.dist import label_tokens, split_batch
 from moelab.train.launch import launch_command, run_training

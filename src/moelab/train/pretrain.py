@@ -10,8 +10,9 @@ from pathlib import Path
 
 import torch
 
-from moelab.data.packing import DomainSampler, pack_texts, read_jsonl
+from moelab.data.packing import pack_texts, read_jsonl
 from moelab.io import load_model, mean_loss
+from moelab.mixture import DomainSampler
 from moelab.train.dist import fsdp_requested
 from moelab.train.loop import train_and_save
 

@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moelab.data.chat import IGNORE_INDEX, MixtureSampler, encode_chat
+from moelab.data.chat import IGNORE_INDEX, encode_chat
 from moelab.data.packing import read_jsonl
 from moelab.io import load_model
+from moelab.mixture import MixtureSampler
 from moelab.train.loop import train_and_save
 
 
