@@ -64,11 +64,12 @@ rule construct_cpt:
         log_csv=f"{CONSTRUCT_DIR}/cpt_log.csv",
         summary=f"{CONSTRUCT_DIR}/cpt_summary.json",
     params:
-        # one process, as before the launcher existed; checkpoints (~3 GB per run) only resume a killed job
+        # in the job's process (the ablation never used the launcher); checkpoints (~3 GB per run) are only
+        # needed to resume a killed job, so they are deleted after the run
         **train_params(
             "pretrain",
             ckpt_dir="results/checkpoints/construct/{run}",
-            launcher={"kind": "none", "num_processes": 1},
+            launcher=asdict(LauncherConfig()),
             discard_checkpoints=True,
             steps=ABLATION.get("steps", 1),
         ),

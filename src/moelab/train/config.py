@@ -232,10 +232,11 @@ class TrainRunConfig(TrainConfig):
         return cls.from_dict(json.loads(Path(path).read_text()))
 
     def to_dict(self) -> dict:
-        """Every field as JSON-serialisable values (the launcher as a nested dict, betas as a list)."""
-        d = asdict(self)
-        d["betas"] = list(self.betas)
-        return d
+        """Every field as JSON-serialisable values (the launcher as a nested dict, betas as a list): the
+        run's own fields first, then the hyperparameters."""
+        d = {**asdict(self), "betas": list(self.betas)}
+        run = [f.name for f in fields(self) if f.name in _RUN_FIELDS]
+        return {k: d[k] for k in run + self.hyperparameters()}
 
     def write(self, path: str | Path) -> Path:
         """Write :meth:`to_dict` as JSON to ``path`` (atomically); returns the path."""
