@@ -1,8 +1,10 @@
 # Shared helpers: config checks, paths of each stage's model, the envs used by the rules.
 import os
+from dataclasses import asdict
 
 from moelab.config import check_config, train_section
 from moelab.evaluate.plan import STAGES, paper_plan, planned_tasks
+from moelab.train.config import LauncherConfig
 
 # Idle OpenMP threads sleep instead of spinning: the MoE layer's many mid-sized kernels otherwise stall
 # whenever another process holds a core (measured 0.55x vs 1.76x dense tokens/s, benchmarks/README.md).
@@ -27,12 +29,40 @@ wildcard_constraints:
     task=r"[a-z0-9_]+",
 
 
-LAUNCHER = config.get("launcher") or {"kind": "none", "num_processes": 1}
+LAUNCHER = asdict(LauncherConfig.from_section(config.get("launcher")))  # checked by check_config above
 
 
 def train_gpus():
     """GPUs a training job asks for: one per launched process on cuda, none on CPU."""
-    return int(LAUNCHER.get("num_processes", 1)) if config["device"] == "cuda" else 0
+    return LAUNCHER["num_processes"] if config["device"] == "cuda" else 0
+
+
+def pretrain_data():
+    """The pretraining text files, one JSONL per domain of data.pretrain_domains."""
+    return expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"])
+
+
+def sft_data():
+    """The instruction data files, one JSONL per data set of data.sft_domains."""
+    return expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"])
+
+
+def train_params(section, ckpt_dir, launcher=LAUNCHER, discard_checkpoints=False, **overrides):
+    """The params of each training job, from which scripts/train.py builds moelab.train.TrainRunConfig.
+
+    The hyperparameters of config section `section` (pretrain, sft_stage1, sft) with `overrides`, and the
+    run's stage, seed, device, dtype, launcher and checkpoint folder.
+    """
+    return {
+        "stage": "pretrain" if section == "pretrain" else "sft",
+        "train": {**train_section(config, section), **overrides},
+        "seed": config["seed"],
+        "device": config["device"],
+        "dtype": config["dtype"],
+        "launcher": launcher,
+        "ckpt_dir": ckpt_dir,
+        "discard_checkpoints": discard_checkpoints,
+    }
 
 
 def hub_spec(kind, domain):

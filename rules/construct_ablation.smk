@@ -11,7 +11,6 @@ ABLATION = config.get("construct_ablation", {})
 ABLATION_METHODS = ABLATION.get("methods", [])
 RUN_SPECS = ablation_runs(config)
 CONSTRUCT_DIR = "results/construct/{run}"
-PRETRAIN_DATA = expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"])
 ABLATION_EVAL_DATA = expand("resources/data/eval/{task}", task=ABLATION.get("tasks", []))
 LLAMA_MOE_V2 = "results/papers/llama_moe_v2"
 PHASE_MODEL = {"construct": "model", "cpt": "cpt"}
@@ -31,7 +30,7 @@ wildcard_constraints:
 rule construct_method:
     input:
         dense=DENSE,
-        data=PRETRAIN_DATA,
+        data=pretrain_data(),
     output:
         model=directory(f"{CONSTRUCT_DIR}/model"),
         partition=f"{CONSTRUCT_DIR}/partition.safetensors",
@@ -58,17 +57,22 @@ rule construct_method:
 rule construct_cpt:
     input:
         model=f"{CONSTRUCT_DIR}/model",
-        data=PRETRAIN_DATA,
+        data=pretrain_data(),
     output:
+        config=f"{CONSTRUCT_DIR}/train_config.json",
         model=directory(f"{CONSTRUCT_DIR}/cpt"),
         log_csv=f"{CONSTRUCT_DIR}/cpt_log.csv",
         summary=f"{CONSTRUCT_DIR}/cpt_summary.json",
     params:
-        train={**train_section(config, "pretrain"), "steps": ABLATION.get("steps", 1)},
-        seed=config["seed"],
-        device=config["device"],
-        dtype=config["dtype"],
-        ckpt_dir="results/checkpoints/construct/{run}",
+        # in the job's process (the ablation never used the launcher); checkpoints (~3 GB per run) are only
+        # needed to resume a killed job, so they are deleted after the run
+        **train_params(
+            "pretrain",
+            ckpt_dir="results/checkpoints/construct/{run}",
+            launcher=asdict(LauncherConfig()),
+            discard_checkpoints=True,
+            steps=ABLATION.get("steps", 1),
+        ),
     log:
         "logs/construct/{run}_cpt.log",
     benchmark:
@@ -81,7 +85,7 @@ rule construct_cpt:
     conda:
         "../envs/training.yaml"
     script:
-        "../scripts/construct_method.py"
+        "../scripts/train.py"
 
 
 rule construct_eval:

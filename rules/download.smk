@@ -106,8 +106,8 @@ rule download_eval_data:
 rule manifest:
     input:
         model=DENSE,
-        pretrain=expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"]),
-        sft=expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"]),
+        pretrain=pretrain_data(),
+        sft=sft_data(),
         eval=eval_data(),
     output:
         "resources/manifest.json",

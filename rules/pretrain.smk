@@ -1,23 +1,20 @@
 # Stage 3: continual pre-training on packed domain sequences with static domain weights.
 # Checkpoints live outside the rule's outputs (results/checkpoints/pretrain) so a killed job resumes.
-# config launcher: runs in the job (kind none) or as launcher.num_processes processes under torchrun /
-# accelerate launch (DDP, or FSDP for 7-8B models) started by scripts/train.py inside the job; gpu = num_processes.
+# scripts/train.py writes the run's resolved config (results/pretrain/train_config.json) and runs
+# `python -m moelab.train` on it: in the job (launcher kind none) or as launcher.num_processes processes under
+# torchrun / accelerate launch (DDP, or FSDP for 7-8B models) inside the job; gpu = num_processes.
 
 
 rule pretrain:
     input:
         model="results/models/moe",
-        data=expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"]),
+        data=pretrain_data(),
     output:
+        config="results/pretrain/train_config.json",
         model=directory("results/models/pretrain"),
         log_csv="results/pretrain/log.csv",
     params:
-        train=train_section(config, "pretrain"),
-        seed=config["seed"],
-        device=config["device"],
-        dtype=config["dtype"],
-        launcher=LAUNCHER,
-        ckpt_dir="results/checkpoints/pretrain",
+        **train_params("pretrain", ckpt_dir="results/checkpoints/pretrain"),
     log:
         "logs/pretrain/pretrain.log",
     benchmark:

@@ -10,8 +10,8 @@ ROUTING_SETTINGS.update({k: v for k, v in ROUTING_CFG.items() if k != "stages"})
 rule routing_analysis:
     input:
         model=lambda wc: model_dir(wc.stage),
-        pretrain=expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"]),
-        sft=expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"]),
+        pretrain=pretrain_data(),
+        sft=sft_data(),
     output:
         gate_load="results/routing/{stage}/gate_load.csv",
         coselection="results/routing/{stage}/coselection.csv",

@@ -1,24 +1,21 @@
 # Stage 4: instruction tuning with the chat template, loss on assistant tokens, uniform mixture; starts from our
 # continually pre-trained model, or from sft.base_model (a released checkpoint, rule download_base_model);
 # with sft.stage1 set, rule sft_stage1 trains a first stage that rule sft continues (LLaMA-MoE v2).
-# config launcher: runs in the job (kind none) or as launcher.num_processes processes under torchrun /
-# accelerate launch (DDP, or FSDP for 7-8B models) started by scripts/train.py inside the job; gpu = num_processes.
+# scripts/train.py writes the run's resolved config (results/<stage>/train_config.json) and runs
+# `python -m moelab.train` on it: in the job (launcher kind none) or as launcher.num_processes processes under
+# torchrun / accelerate launch (DDP, or FSDP for 7-8B models) inside the job; gpu = num_processes.
 
 
 rule sft:
     input:
         model="results/models/sft_stage1" if config["sft"].get("stage1") else model_dir("sft_base"),
-        data=expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"]),
+        data=sft_data(),
     output:
+        config="results/sft/train_config.json",
         model=directory("results/models/sft"),
         log_csv="results/sft/log.csv",
     params:
-        train=train_section(config, "sft"),
-        seed=config["seed"],
-        device=config["device"],
-        dtype=config["dtype"],
-        launcher=LAUNCHER,
-        ckpt_dir="results/checkpoints/sft",
+        **train_params("sft", ckpt_dir="results/checkpoints/sft"),
     log:
         "logs/sft/sft.log",
     benchmark:
@@ -40,12 +37,11 @@ use rule sft as sft_stage1 with:
         model=model_dir("sft_base"),
         data=rules.sft.input.data,
     output:
+        config="results/sft_stage1/train_config.json",
         model=directory("results/models/sft_stage1"),
         log_csv="results/sft_stage1/log.csv",
     params:
-        stage="sft",
-        train=train_section(config, "sft_stage1"),
-        ckpt_dir="results/checkpoints/sft_stage1",
+        **train_params("sft_stage1", ckpt_dir="results/checkpoints/sft_stage1"),
     log:
         "logs/sft/sft_stage1.log",
     benchmark:

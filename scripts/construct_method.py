@@ -1,6 +1,5 @@
-"""Construction ablations, one run (rules construct_method, construct_cpt, construct_eval)."""
+"""Construction ablations, one run (rules construct_method, construct_eval; construct_cpt: scripts/train.py)."""
 
-import shutil
 from pathlib import Path
 
 from moelab.construct import construct_variant, save_partition
@@ -9,7 +8,6 @@ from moelab.evaluate import run_lm_eval
 from moelab.io import count_parameters, load_model, save_model
 from moelab.provenance import Provenance, write_json
 from moelab.runtime import resolve_device, setup
-from moelab.train.pretrain import run_pretrain
 
 sm = snakemake  # noqa: F821
 log = setup(sm.log[0], sm.threads, sm.params.seed)
@@ -52,26 +50,6 @@ def construct():
     log.info("%s: %s", run, stats["timing_s"])
 
 
-def cpt():
-    prov = Provenance(config=sm.params.train, inputs=[sm.input.model, *sm.input.data], seed=sm.params.seed)
-    summary = run_pretrain(
-        Path(sm.input.model),
-        {Path(p).stem: Path(p) for p in sm.input.data},
-        sm.params.train,
-        Path(sm.output.model),
-        Path(sm.output.log_csv),
-        Path(sm.params.ckpt_dir),
-        sm.params.seed,
-        resolve_device(sm.params.device),
-        sm.params.dtype,
-    )
-    write_json(sm.output.summary, summary)
-    for path in (sm.output.model, sm.output.log_csv, sm.output.summary):
-        prov.write(path, extra=summary)
-    shutil.rmtree(sm.params.ckpt_dir, ignore_errors=True)  # ~3 GB per run; only needed to resume a killed job
-    log.info("%s CPT: %s", run, summary)
-
-
 def evaluate():
     p = sm.params
     prov = Provenance(config={"tasks": p.tasks, "limit": p.limit}, inputs=[sm.input.model], seed=p.seed)
@@ -92,4 +70,4 @@ def evaluate():
     log.info("%s after %s: average %s", run, sm.wildcards.phase, result["average"])
 
 
-{"construct_method": construct, "construct_cpt": cpt, "construct_eval": evaluate}[sm.rule]()
+{"construct_method": construct, "construct_eval": evaluate}[sm.rule]()

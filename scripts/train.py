@@ -1,37 +1,40 @@
-"""Continual pre-training (rule pretrain) or instruction tuning (rule sft), in this process or launched.
+"""A training rule (pretrain, sft, sft_stage1, construct_cpt): write the run's train_config.json, run it.
 
-``launcher.kind: none`` runs the stage here; ``torchrun`` / ``accelerate`` start ``launcher.num_processes``
-processes of ``python -m moelab.train.cli`` inside the job (moelab.train.launch).
+The config (moelab.train.TrainRunConfig) is built once, here, from the rule's params, input and output, and
+written as the rule's first output; ``moelab.train.run_training`` (what ``python -m moelab.train CONFIG``
+runs) trains in this job's process or launches ``launcher.num_processes`` processes of it.
 """
 
 from pathlib import Path
 
-from moelab.provenance import Provenance, write_json
+from moelab.provenance import Provenance
 from moelab.runtime import setup
+from moelab.train.config import TrainRunConfig
 from moelab.train.launch import run_training
 
 sm = snakemake  # noqa: F821
-log = setup(sm.log[0], sm.threads, sm.params.seed)
-spec = {
-    "stage": getattr(sm.params, "stage", sm.rule),  # sft_stage1 trains like sft
-    "model": sm.input.model,
-    "data": {Path(p).stem: p for p in sm.input.data},
-    "section": dict(sm.params.train),
-    "out_dir": sm.output.model,
-    "log_csv": sm.output.log_csv,
-    "ckpt_dir": sm.params.ckpt_dir,
-    "seed": sm.params.seed,
-    "device": sm.params.device,
-    "dtype": sm.params.dtype,
-    "threads": sm.threads,
-}
-prov = Provenance(
-    config={**sm.params.train, "launcher": sm.params.launcher},
-    inputs=[sm.input.model, *sm.input.data],
-    seed=sm.params.seed,
+p = sm.params
+log = setup(sm.log[0], sm.threads, p.seed)
+cfg = TrainRunConfig.from_section(
+    p.train,
+    stage=p.stage,
+    model=sm.input.model,
+    data={Path(f).stem: f for f in sm.input.data},
+    out_dir=sm.output.model,
+    log_csv=sm.output.log_csv,
+    ckpt_dir=p.ckpt_dir,
+    summary=sm.output.get("summary", f"{sm.output.model}/train_summary.json"),
+    seed=p.seed,
+    device=p.device,
+    dtype=p.dtype,
+    threads=sm.threads,
+    launcher=p.launcher,
+    discard_checkpoints=p.discard_checkpoints,
 )
-summary = run_training(spec, sm.params.launcher, log_path=sm.log[0])
+prov = Provenance(
+    config={**p.train, "launcher": p.launcher}, inputs=[sm.input.model, *sm.input.data], seed=p.seed
+)
+summary = run_training(cfg.write(sm.output.config), log_path=sm.log[0])
 log.info("%s summary: %s", sm.rule, summary)
-write_json(Path(sm.output.model) / "train_summary.json", summary)
-prov.write(sm.output.model, extra=summary)
-prov.write(sm.output.log_csv, extra=summary)
+for path in sm.output[1:]:  # the model folder, the log and (construct_cpt) the summary file
+    prov.write(path, extra=summary)

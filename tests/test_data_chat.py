@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from moelab.data import IGNORE_INDEX, MixtureSampler, encode_chat, load_tokenizer, package_dir
+from moelab.data import IGNORE_INDEX, encode_chat, load_tokenizer, package_dir
+from moelab.mixture import MixtureSampler
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -116,6 +117,17 @@ def test_mixture_sampler_resumes_identically():
     )
     with pytest.raises(ValueError, match="seed 0"):
         _mixture(seed=1).load_state_dict(state)
+
+
+def test_mixture_sampler_stream_is_pinned():
+    """The examples of a seed, in order, as the sampler drew them before it moved to moelab.mixture."""
+    run = _mixture()
+    assert [run.next_batch()["input_ids"][:, 0].tolist() for _ in range(4)] == [
+        [2004, 3003, 1001, 1003],
+        [2000, 2001, 2002, 2006],
+        [1004, 3002, 2003, 1002],
+        [2005, 2005, 3000, 3001],
+    ]
 
 
 def test_mixture_sampler_cycles_epochs_and_pads():

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from moelab.data import DomainSampler, load_tokenizer, pack_texts, package_dir, read_jsonl
+from moelab.data import load_tokenizer, pack_texts, package_dir, read_jsonl
+from moelab.mixture import DomainSampler
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -83,6 +84,16 @@ def test_domain_sampler_is_a_function_of_seed_and_step():
         assert torch.equal(xa, xb) and da == db
     c = DomainSampler(_blocks(), w, batch_size=6, seed=2)
     assert not all(torch.equal(a.batch(s)[0], c.batch(s)[0]) for s in range(5))
+
+
+def test_domain_sampler_stream_is_pinned():
+    """The draws of a seed, in order, as the sampler made them before it moved to moelab.mixture."""
+    s = DomainSampler(_blocks(), {"books": 0.2, "code": 0.5, "web": 0.3}, batch_size=6, seed=1)
+    assert [s.batch(step)[0][:, 0].tolist() for step in (0, 1, 9)] == [
+        [101, 202, 1, 201, 104, 103],
+        [105, 100, 106, 2, 201, 4],
+        [100, 106, 105, 105, 4, 200],
+    ]
 
 
 def test_domain_sampler_frequencies_match_weights():

@@ -19,8 +19,8 @@ from conftest import TINY, tiny_llama
 from test_train import RandomTokens
 from tiny_folders import save_tiny_checkpoint, sentence, tiny_tokenizer, write_jsonl
 
-from moelab.data.chat import MixtureSampler
-from moelab.train import TrainConfig, train
+from moelab.mixture import MixtureSampler
+from moelab.train import TrainConfig, TrainRunConfig, train
 from moelab.train.dist import label_tokens, split_batch
 from moelab.train.launch import launch_command, run_training
 from moelab.train.sft import SFTSource
@@ -59,7 +59,7 @@ def test_gradient_accumulation_gives_the_whole_batch_curve(tmp_path, make_source
     cfg = TrainConfig(steps=5, lr=1e-2, warmup_steps=1, save_every=5, seed=3)
     whole, micro = tiny_llama(), tiny_llama()
     train(whole, make_source(), cfg, tmp_path / "a", tmp_path / "a.csv")
-    cfg_micro = TrainConfig(**{**cfg.__dict__, "micro_batch_size": 2, "extra": {}})
+    cfg_micro = TrainConfig(**{**cfg.__dict__, "micro_batch_size": 2})
     train(micro, make_source(), cfg_micro, tmp_path / "b", tmp_path / "b.csv")
     assert losses(tmp_path / "a.csv") == pytest.approx(losses(tmp_path / "b.csv"), abs=2e-5)
     for (name, a), (_, b) in zip(whole.state_dict().items(), micro.state_dict().items(), strict=True):
@@ -83,11 +83,11 @@ def test_split_batch_rows_and_errors():
 
 
 def test_launch_commands(tmp_path):
-    spec = tmp_path / "launch.json"
-    assert launch_command({"kind": "none"}, spec)[1:] == ["-m", "moelab.train.cli", str(spec)]
+    spec = tmp_path / "train_config.json"
+    assert launch_command({"kind": "none"}, spec)[1:] == ["-m", "moelab.train", str(spec)]
     tr = launch_command({"kind": "torchrun", "num_processes": 4}, spec)
     assert tr[:4] == [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-    assert "--nproc_per_node=4" in tr and tr[-3:] == ["-m", "moelab.train.cli", str(spec)]
+    assert "--nproc_per_node=4" in tr and tr[-3:] == ["-m", "moelab.train", str(spec)]
     acc = launch_command(
         {"kind": "accelerate", "num_processes": 8, "accelerate_config": "config/accelerate/fsdp.yaml"}, spec
     )
@@ -101,24 +101,28 @@ def test_launch_commands(tmp_path):
         launch_command({"kind": "slurm"}, spec)
 
 
-def pretrain_spec(tmp_path, name, model, data, batch_size=4):
+def pretrain_spec(tmp_path, name, model, data, launcher=None, batch_size=4, ckpt=None, **section):
+    """Write the train_config.json of a tiny pretraining run to <tmp_path>/<name>/; returns its path."""
     section = {
         "seq_len": 16, "batch_size": batch_size, "steps": 4, "lr": 1e-2, "warmup_steps": 1,
-        "save_every": 2, "domain_weights": {"a": 1.0, "b": 1.0},
+        "save_every": 2, "domain_weights": {"a": 1.0, "b": 1.0}, **section,
     }  # fmt: skip
-    return {
-        "stage": "pretrain",
-        "model": str(model),
-        "data": {d: str(p) for d, p in data.items()},
-        "section": section,
-        "out_dir": str(tmp_path / name / "model"),
-        "log_csv": str(tmp_path / name / "log.csv"),
-        "ckpt_dir": str(tmp_path / name / "ckpt"),
-        "seed": 5,
-        "device": "cpu",
-        "dtype": "float32",
-        "threads": 2,
-    }
+    cfg = TrainRunConfig.from_section(
+        section,
+        stage="pretrain",
+        model=str(model),
+        data={d: str(p) for d, p in data.items()},
+        out_dir=str(tmp_path / name / "model"),
+        log_csv=str(tmp_path / name / "log.csv"),
+        ckpt_dir=str(ckpt or tmp_path / name / "ckpt"),
+        summary=str(tmp_path / name / "summary.json"),
+        seed=5,
+        device="cpu",
+        dtype="float32",
+        threads=2,
+        launcher=launcher,
+    )
+    return cfg.write(tmp_path / name / "train_config.json")
 
 
 @pytest.mark.slow  # two torchrun launches of 2 CPU processes: ~30-40 s on 2 cores
@@ -128,10 +132,10 @@ def test_two_processes_give_the_single_process_curve_and_resume(tmp_path):
         d: write_jsonl(tmp_path / f"{d}.jsonl", [{"text": sentence(i + k)} for i in range(40)])
         for k, d in enumerate("ab")
     }
-    one = run_training(pretrain_spec(tmp_path, "one", model, data), None)
-    spec = pretrain_spec(tmp_path, "two", model, data)
+    one = run_training(pretrain_spec(tmp_path, "one", model, data))
+    spec = pretrain_spec(tmp_path, "two", model, data, {"kind": "torchrun", "num_processes": 2})
     log = tmp_path / "two.log"
-    two = run_training(spec, {"kind": "torchrun", "num_processes": 2}, log_path=log)
+    two = run_training(spec, log_path=log)
     assert two["processes"] == 2 and one["processes"] == 1, log.read_text()[-2000:]
     curve = losses(tmp_path / "one" / "log.csv")
     assert len(curve) == 4 and curve[-1] < curve[0]  # it trains
@@ -151,9 +155,9 @@ def test_two_processes_give_the_single_process_curve_and_resume(tmp_path):
     assert (
         len(torch.load(tmp_path / "two" / "ckpt" / "step-000004" / "rng.pt", weights_only=True)["ranks"]) == 2
     )
-    assert json.loads((tmp_path / "two" / "ckpt" / "launch.json").read_text())["stage"] == "pretrain"
+    assert json.loads((tmp_path / "two" / "train_config.json").read_text())["stage"] == "pretrain"
     # a rerun of the finished job resumes from the last checkpoint in both processes and trains no more
-    again = run_training(spec, {"kind": "torchrun", "num_processes": 2}, log_path=log)
+    again = run_training(spec, log_path=log)
     assert again["resumed_from"].endswith("step-000004")
     assert losses(tmp_path / "two" / "log.csv") == pytest.approx(
         losses(tmp_path / "one" / "log.csv"), abs=1e-4
@@ -162,11 +166,12 @@ def test_two_processes_give_the_single_process_curve_and_resume(tmp_path):
 
 @pytest.mark.slow  # one torchrun start: ~20 s on 2 busy cores
 def test_failed_launch_names_the_log(tmp_path):
-    spec = pretrain_spec(tmp_path, "bad", tmp_path / "no-model", {"a": tmp_path / "a.jsonl"})
+    launcher = {"kind": "torchrun", "num_processes": 1}
+    spec = pretrain_spec(tmp_path, "bad", tmp_path / "no-model", {"a": tmp_path / "a.jsonl"}, launcher)
     log = tmp_path / "bad.log"
     env_before = dict(os.environ)
     with pytest.raises(RuntimeError, match="bad.log"):
-        run_training(spec, {"kind": "torchrun", "num_processes": 1}, log_path=log)
+        run_training(spec, log_path=log)
     assert "config.json is missing" in log.read_text()
     assert dict(os.environ) == env_before
 
@@ -186,11 +191,12 @@ def test_pretrain_rule_launches_torchrun(tmp_path):
     summary = json.loads((wf / "results/models/pretrain/train_summary.json").read_text())
     assert summary["processes"] == 2 and summary["steps"] == 2
     log = (wf / "logs/pretrain/pretrain.log").read_text()
-    assert "torch.distributed.run --standalone --nproc_per_node=2 -m moelab.train.cli" in log
+    launched = "torch.distributed.run --standalone --nproc_per_node=2 -m moelab.train"
+    assert f"{launched} results/pretrain/train_config.json" in log
     rows = (wf / "results/pretrain/log.csv").read_text().strip().splitlines()
     assert len(rows) == 3  # header + 2 steps, written once (by the main process)
-    spec = json.loads((wf / "results/checkpoints/pretrain/launch.json").read_text())
-    assert spec["stage"] == "pretrain" and spec["section"]["steps"] == 2
+    spec = json.loads((wf / "results/pretrain/train_config.json").read_text())
+    assert spec["stage"] == "pretrain" and spec["steps"] == 2
 
 
 # ---- FSDP on 2 CPU processes ---------------------------------------------------------------------------
@@ -292,18 +298,14 @@ def test_fsdp_on_two_cpu_processes_matches_one_process_saves_full_model_and_resu
         "accelerate_config": str(cpu_fsdp_config(tmp_path / "fsdp_cpu.yaml", fsdp_version)),
     }
 
-    def spec(name, ckpt=None):
-        s = pretrain_spec(tmp_path, name, model, data)
+    def spec(name, launcher=None, ckpt=None):
         # 1 process x 2 micro-batches of 2 rows == 2 processes x 2 rows, balance loss included (it is
         # computed per forward pass, so one pass over 4 rows would differ)
-        s["section"]["micro_batch_size"] = 2
-        if ckpt:
-            s["ckpt_dir"] = str(ckpt)
-        return s
+        return pretrain_spec(tmp_path, name, model, data, launcher, ckpt=ckpt, micro_batch_size=2)
 
-    one = run_training(spec("one"), None)
+    one = run_training(spec("one"))
     log = tmp_path / "fsdp.log"
-    fsdp = run_training(spec("fsdp"), launcher, log_path=log)
+    fsdp = run_training(spec("fsdp", launcher), log_path=log)
     assert fsdp["processes"] == 2 and one["processes"] == 1, log.read_text()[-3000:]
     curve = losses(tmp_path / "one" / "log.csv")
     assert len(curve) == 4 and curve[-1] < curve[0]  # it trains
@@ -338,7 +340,7 @@ def test_fsdp_on_two_cpu_processes_matches_one_process_saves_full_model_and_resu
     shutil.rmtree(killed / "step-000004")
     (killed / "step-000004.tmp").mkdir()
     (killed / "step-000004.tmp" / "model.safetensors").write_bytes(b"truncated")
-    resumed = run_training(spec("killed", ckpt=killed), launcher, log_path=log)
+    resumed = run_training(spec("killed", launcher, ckpt=killed), log_path=log)
     assert resumed["resumed_from"].endswith("step-000002"), log.read_text()[-3000:]
     assert losses(tmp_path / "killed" / "log.csv") == losses(tmp_path / "fsdp" / "log.csv")
     c = load_file(tmp_path / "killed" / "model" / "model.safetensors")

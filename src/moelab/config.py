@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from moelab.train.config import LauncherConfig
+
 
 class ConfigError(ValueError):
     """A config value that is well-typed but inconsistent; the message names the key to change."""
@@ -186,25 +188,25 @@ def check_data_source(cfg: dict) -> None:
 def check_launcher(cfg: dict) -> None:
     """``launcher`` vs ``device`` and the training batch sizes.
 
+    The launcher section itself is checked by :class:`moelab.train.config.LauncherConfig` (the one place).
+
     Raises:
-        ConfigError: several processes with ``kind: none``; ``kind: accelerate`` on CPU (accelerate launch
-            starts several CPU processes only through MPI: use torchrun) or without ``accelerate_config``;
-            a ``batch_size`` that does not split into ``micro_batch_size x num_processes`` (names the section).
+        ConfigError: what :class:`~moelab.train.config.LauncherConfig` rejects (unknown kind, several
+            processes with ``kind: none``, ``kind: accelerate`` without ``accelerate_config``); ``kind:
+            accelerate`` on CPU (accelerate launch starts several CPU processes only through MPI: use
+            torchrun); a ``batch_size`` that does not split into ``micro_batch_size x num_processes`` (names
+            the section).
     """
-    launcher = cfg.get("launcher") or {}
-    kind, n = launcher.get("kind", "none"), int(launcher.get("num_processes", 1))
-    if kind == "none" and n > 1:
-        raise ConfigError(f"launcher.num_processes={n} needs launcher.kind torchrun or accelerate")
-    if kind == "accelerate":
-        if cfg["device"] == "cpu":
-            raise ConfigError(
-                "launcher.kind accelerate needs device cuda (config/accelerate/ targets GPU nodes); "
-                "use launcher.kind torchrun on CPU"
-            )
-        if not launcher.get("accelerate_config"):
-            raise ConfigError(
-                "launcher.kind accelerate needs launcher.accelerate_config (config/accelerate/*.yaml)"
-            )
+    try:
+        launcher = LauncherConfig.from_section(cfg.get("launcher"))  # the launcher's own checks
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    n = launcher.num_processes
+    if launcher.kind == "accelerate" and cfg["device"] == "cpu":
+        raise ConfigError(
+            "launcher.kind accelerate needs device cuda (config/accelerate/ targets GPU nodes); "
+            "use launcher.kind torchrun on CPU"
+        )
     for section in train_sections(cfg):
         t = raw_section(cfg, section)
         micro = t.get("micro_batch_size") or 1

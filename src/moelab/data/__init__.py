@@ -1,6 +1,9 @@
-"""Data layer: the download stage (models, corpora, instruction data, eval sets), packing, sampling, chat."""
+"""Data layer: the download stage (models, corpora, instruction data, eval sets), packing, chat encoding.
 
-from moelab.data.chat import IGNORE_INDEX, MixtureSampler, encode_chat
+The samplers that mix sources by weights live in ``moelab.mixture``.
+"""
+
+from moelab.data.chat import IGNORE_INDEX, encode_chat
 from moelab.data.checkpoints import (
     check_gguf,
     load_tokenizer,
@@ -10,7 +13,7 @@ from moelab.data.checkpoints import (
     materialise_pretrained,
 )
 from moelab.data.files import package_dir, sha256_file, write_jsonl, write_manifest
-from moelab.data.packing import DomainSampler, normalise_domain_weights, pack_texts, read_jsonl
+from moelab.data.packing import pack_texts, read_jsonl
 from moelab.data.sources import (
     EVAL_SOURCES,
     PRETRAIN_DOMAINS,
@@ -25,8 +28,6 @@ __all__ = [
     "IGNORE_INDEX",
     "PRETRAIN_DOMAINS",
     "SFT_DOMAINS",
-    "DomainSampler",
-    "MixtureSampler",
     "check_gguf",
     "encode_chat",
     "export_eval_task",
@@ -37,7 +38,6 @@ __all__ = [
     "materialise_gguf_model",
     "materialise_llama_moe_v1",
     "materialise_pretrained",
-    "normalise_domain_weights",
     "pack_texts",
     "package_dir",
     "read_jsonl",

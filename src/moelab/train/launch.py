@@ -1,53 +1,50 @@
-"""Run a training stage in this process or as several processes under ``torchrun`` / ``accelerate launch``.
+"""Run a training stage from its ``train_config.json``: in this process or relaunched under a launcher.
 
-The workflow's training rules call :func:`run_training` with a *spec* (everything the stage needs:
-input/output paths, the config section, seed, device, dtype) and the config's ``launcher:`` section:
+``python -m moelab.train CONFIG.json`` (``__main__.py``) and the workflow's training rules (scripts/train.py)
+both call :func:`run_training`. The config's ``launcher`` (:class:`moelab.train.config.LauncherConfig`) says how:
 
-- ``kind: none`` (default): the stage runs in the calling process (the demo's single-process path).
-- ``kind: torchrun``: ``python -m torch.distributed.run --standalone --nproc_per_node N -m moelab.train.cli
-  SPEC`` (plain DDP; the CPU multi-process path, gloo).
+- ``kind: none``: the stage runs in the calling process (the demo's single-process path).
+- ``kind: torchrun``: ``python -m torch.distributed.run --standalone --nproc_per_node N -m moelab.train
+  CONFIG`` (plain DDP; the CPU multi-process path, gloo).
 - ``kind: accelerate``: ``python -m accelerate.commands.launch --config_file FILE --num_processes N -m
-  moelab.train.cli SPEC`` (DDP or FSDP as the checked-in config file ``config/accelerate/*.yaml`` says).
+  moelab.train CONFIG`` (DDP or FSDP as the checked-in config file ``config/accelerate/*.yaml`` says).
 
-The spec is written as JSON beside the checkpoints (``<ckpt_dir>/launch.json``), so the resolved settings
-of a run are kept with it; the processes resume from the same checkpoints after a preemption.
+Each launched process runs the same entry point on the same file; :data:`WORKER_ENV` tells it to train
+instead of launching again. The main process writes the model, the logs and the summary (``summary`` of the
+config); after a preemption the processes resume from the same checkpoints.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-LAUNCHERS = ("none", "torchrun", "accelerate")
+from moelab.train.config import LauncherConfig, TrainRunConfig
+
+WORKER_ENV = "MOELAB_TRAIN_WORKER"  # set in the launched processes: train here, do not launch again
 
 
-def launch_command(launcher: dict, spec_path: str | Path) -> list[str]:
-    """The command line that runs ``moelab.train.cli SPEC`` as ``launcher.num_processes`` processes.
+def launch_command(launcher: LauncherConfig | dict, config_path: str | Path) -> list[str]:
+    """The command line that runs ``python -m moelab.train CONFIG`` as ``launcher.num_processes`` processes.
 
     Args:
-        launcher: the config's ``launcher:`` section ``{kind, num_processes, accelerate_config,
-            mixed_precision}``.
-        spec_path: the JSON spec file.
+        launcher: the launcher (a :class:`LauncherConfig` or the config's ``launcher:`` section).
+        config_path: the ``train_config.json`` file.
 
     Raises:
-        ValueError: unknown ``launcher.kind``, ``num_processes`` < 1, or ``kind: none`` with several
-            processes, or ``kind: accelerate`` without ``accelerate_config`` (names the key).
+        ValueError: a launcher section :class:`LauncherConfig` rejects (names the key).
     """
-    kind = launcher.get("kind", "none")
-    n = int(launcher.get("num_processes", 1))
-    if kind not in LAUNCHERS:
-        raise ValueError(f"launcher.kind={kind!r} is not one of {list(LAUNCHERS)}")
-    if n < 1:
-        raise ValueError(f"launcher.num_processes must be >= 1, got {n}")
-    module = ["-m", "moelab.train.cli", str(spec_path)]
-    if kind == "none":
-        if n > 1:
-            raise ValueError("launcher.num_processes > 1 needs launcher.kind torchrun or accelerate")
+    if not isinstance(launcher, LauncherConfig):
+        launcher = LauncherConfig.from_section(launcher)
+    n = launcher.num_processes
+    module = ["-m", "moelab.train", str(config_path)]
+    if launcher.kind == "none":
         return [sys.executable, *module]
-    if kind == "torchrun":
+    if launcher.kind == "torchrun":
         return [
             sys.executable,
             "-m",
@@ -56,59 +53,76 @@ def launch_command(launcher: dict, spec_path: str | Path) -> list[str]:
             f"--nproc_per_node={n}",
             *module,
         ]
-    config_file = launcher.get("accelerate_config")
-    if not config_file:
-        raise ValueError(
-            "launcher.kind accelerate needs launcher.accelerate_config (config/accelerate/*.yaml)"
-        )
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file)]
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", launcher.accelerate_config]
     cmd += [f"--num_processes={n}"]
-    if launcher.get("mixed_precision"):
-        cmd += [f"--mixed_precision={launcher['mixed_precision']}"]
+    if launcher.mixed_precision:
+        cmd += [f"--mixed_precision={launcher.mixed_precision}"]
     return [*cmd, *module]
 
 
-def is_multiprocess(launcher: dict | None) -> bool:
-    """Whether the launcher section asks for a launcher process (any kind other than ``none``)."""
-    return bool(launcher) and launcher.get("kind", "none") != "none"
+def run_stage(cfg: TrainRunConfig) -> dict:
+    """Train the stage ``cfg`` describes in this process (one of the launched ones, or the only one).
+
+    Returns:
+        the stage's summary (:func:`moelab.train.pretrain.run_pretrain` / :func:`moelab.train.sft.run_sft`).
+
+    Raises:
+        ValueError: ``device: cuda`` without a GPU; bf16 where the GPU lacks it.
+    """
+    from moelab.runtime import resolve_device, resolve_dtype
+    from moelab.train.pretrain import run_pretrain
+    from moelab.train.sft import run_sft
+
+    resolve_dtype(resolve_device(cfg.device), cfg.dtype)
+    return {"pretrain": run_pretrain, "sft": run_sft}[cfg.stage](cfg)
 
 
-def run_training(spec: dict, launcher: dict | None, log_path: str | Path | None = None) -> dict:
-    """Run one training stage as ``spec`` says; in this process or under the launcher. Returns its summary.
+def run_training(config_path: str | Path, log_path: str | Path | None = None) -> dict:
+    """Run the stage of a ``train_config.json`` as its launcher says; write and return its summary.
+
+    In this process for ``launcher.kind: none`` (or inside a launched process); otherwise the launcher
+    starts ``launcher.num_processes`` processes of ``python -m moelab.train CONFIG`` and the main one writes
+    the summary, read back here. With ``discard_checkpoints`` the checkpoint folder is deleted afterwards.
 
     Args:
-        spec: see :func:`moelab.train.cli.run_spec` (keys ``stage, model, data, section, out_dir, log_csv,
-            ckpt_dir, seed, device, dtype``).
-        launcher: the config's ``launcher:`` section (None = in this process).
+        config_path: the file :meth:`TrainRunConfig.write` wrote.
         log_path: file the launched processes' output is appended to (default: inherit stdout).
 
     Raises:
-        RuntimeError: the launched processes failed (names the exit status and the log file).
+        ValueError: a bad config (names the key).
+        RuntimeError: the launched processes failed (names the exit status and the log file) or wrote no
+            summary.
     """
-    from moelab.train.cli import run_spec
+    from moelab.provenance import write_json
 
-    if not is_multiprocess(launcher):
-        return run_spec(spec)
-    ckpt_dir = Path(spec["ckpt_dir"])
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    spec_path = ckpt_dir / "launch.json"
-    summary_path = ckpt_dir / "summary.json"
-    summary_path.unlink(missing_ok=True)
-    spec_path.write_text(json.dumps({**spec, "summary": str(summary_path)}, indent=1, default=str))
-    cmd = launch_command(launcher, spec_path)
-    print("launching:", " ".join(cmd), flush=True)
-    out = open(log_path, "a") if log_path else None  # noqa: SIM115 - closed below
-    try:
-        proc = subprocess.run(
-            cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=dict(os.environ)
-        )
-    finally:
-        if out:
-            out.close()
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"training launcher exited with status {proc.returncode}; see {log_path or 'stderr'}"
-        )
-    if not summary_path.is_file():
-        raise RuntimeError(f"training launcher finished without writing {summary_path}")
-    return json.loads(summary_path.read_text())
+    cfg = TrainRunConfig.read(config_path)
+    summary_path = Path(cfg.summary)
+    if not cfg.launcher.multiprocess or os.environ.get(WORKER_ENV):
+        summary = run_stage(cfg)
+        if int(os.environ.get("RANK", "0")) == 0:
+            write_json(summary_path, summary)
+    else:
+        summary_path.unlink(missing_ok=True)
+        cmd = launch_command(cfg.launcher, config_path)
+        print("launching:", " ".join(cmd), flush=True)
+        out = open(log_path, "a") if log_path else None  # noqa: SIM115 - closed below
+        try:
+            proc = subprocess.run(
+                cmd,
+                stdout=out,
+                stderr=subprocess.STDOUT if out else None,
+                env={**os.environ, WORKER_ENV: "1"},
+            )
+        finally:
+            if out:
+                out.close()
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"training launcher exited with status {proc.returncode}; see {log_path or 'stderr'}"
+            )
+        if not summary_path.is_file():
+            raise RuntimeError(f"training launcher finished without writing {summary_path}")
+        summary = json.loads(summary_path.read_text())
+    if cfg.discard_checkpoints and not os.environ.get(WORKER_ENV):
+        shutil.rmtree(cfg.ckpt_dir, ignore_errors=True)
+    return summary

@@ -15,7 +15,7 @@ import math
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
@@ -31,6 +31,7 @@ from moelab.train.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from moelab.train.config import TrainConfig, TrainRunConfig
 from moelab.train.dist import is_fsdp, label_tokens, make_accelerator, reduce_sum, split_batch
 
 LOG_FIELDS = (
@@ -47,46 +48,6 @@ LOG_FIELDS = (
 )
 
 
-@dataclass
-class TrainConfig:
-    """Optimisation settings of one training run (the config's ``pretrain:`` / ``sft:`` sections)."""
-
-    steps: int
-    lr: float
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    save_every: int = 10
-    keep_checkpoints: int = 2
-    micro_batch_size: int | None = None  # rows per forward pass and process; None = no accumulation
-    seed: int = 1227
-    extra: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_section(cls, section: dict, seed: int) -> TrainConfig:
-        """Build from a config section (``pretrain:`` / ``sft:``), ignoring its data keys."""
-        names = {f for f in cls.__dataclass_fields__ if f not in ("seed", "extra")}
-        return cls(**{k: v for k, v in section.items() if k in names}, seed=seed)
-
-    def __post_init__(self):
-        if self.micro_batch_size is not None and int(self.micro_batch_size) <= 0:
-            raise ValueError(
-                f"train config: micro_batch_size must be a positive integer, got {self.micro_batch_size}"
-            )
-        for key in ("steps", "save_every", "keep_checkpoints"):
-            if int(getattr(self, key)) <= 0:
-                raise ValueError(f"train config: {key} must be a positive integer, got {getattr(self, key)}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"train config: warmup_steps must be >= 0, got {self.warmup_steps}")
-        if not self.lr > 0:
-            raise ValueError(f"train config: lr must be > 0, got {self.lr}")
-        if not 0 <= self.min_lr_ratio <= 1:
-            raise ValueError(f"train config: min_lr_ratio must lie in [0, 1], got {self.min_lr_ratio}")
-        self.betas = tuple(self.betas)
-
-
 class BatchSource(Protocol):
     """What the loop draws batches from: ``batch(step)`` plus a resumable state."""
 
@@ -97,6 +58,19 @@ class BatchSource(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+class SamplerSource:
+    """A :class:`BatchSource` over a ``moelab.mixture`` sampler, whose state is the source's state."""
+
+    def __init__(self, sampler):
+        self.sampler = sampler
+
+    def state_dict(self) -> dict:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        self.sampler.load_state_dict(state)
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -289,36 +263,23 @@ def _accumulate(model, unwrapped, optimizer, acc, batch: dict, cfg: TrainConfig,
     return tuple(reduce_sum(sums, acc))
 
 
-def train_and_save(
-    model,
-    tokenizer,
-    source: BatchSource,
-    section: dict,
-    seed: int,
-    *,
-    model_dir: Path,
-    data: dict[str, Path],
-    out_dir: Path,
-    log_csv: Path,
-    ckpt_dir: Path,
-    device: str = "cpu",
-) -> dict:
-    """:func:`train` a model loaded from ``model_dir`` on ``data``, then save it to ``out_dir``.
+def train_and_save(model, tokenizer, source: BatchSource, cfg: TrainRunConfig) -> dict:
+    """:func:`train` a model loaded from ``cfg.model`` on ``cfg.data``, then save it to ``cfg.out_dir``.
 
-    The run's fingerprint (input model, data files, config section, seed) guards the checkpoints; the
-    per-step log kept beside them is copied to ``log_csv``.
+    The run's fingerprint (input model, data files, hyperparameters, seed) guards the checkpoints in
+    ``cfg.ckpt_dir``; the per-step log kept beside them is copied to ``cfg.log_csv``.
     """
-    ckpt_dir = Path(ckpt_dir)
-    run_id = fingerprint(Path(model_dir), *(Path(data[d]) for d in sorted(data)), section, seed)
-    cfg = TrainConfig.from_section(section, seed)
-    acc = make_accelerator(device)
+    ckpt_dir = Path(cfg.ckpt_dir)
+    data = cfg.data
+    run_id = fingerprint(Path(cfg.model), *(Path(data[d]) for d in sorted(data)), cfg.section(), cfg.seed)
+    acc = make_accelerator(cfg.device)
     summary = train(
-        model, source, cfg, ckpt_dir, ckpt_dir / "log.csv", device, run_id=run_id, accelerator=acc
+        model, source, cfg.optim(), ckpt_dir, ckpt_dir / "log.csv", cfg.device, run_id=run_id, accelerator=acc
     )
-    save_trained(acc, model, tokenizer, out_dir)
+    save_trained(acc, model, tokenizer, Path(cfg.out_dir))
     if acc.is_main_process:
-        Path(log_csv).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(ckpt_dir / "log.csv", log_csv)
+        Path(cfg.log_csv).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ckpt_dir / "log.csv", cfg.log_csv)
     return summary
 
 

@@ -10,29 +10,22 @@ from pathlib import Path
 
 import torch
 
-from moelab.data.packing import DomainSampler, pack_texts, read_jsonl
+from moelab.data.packing import pack_texts, read_jsonl
 from moelab.io import load_model, mean_loss
+from moelab.mixture import DomainSampler
+from moelab.train.config import TrainRunConfig
 from moelab.train.dist import fsdp_requested
-from moelab.train.loop import train_and_save
+from moelab.train.loop import SamplerSource, train_and_save
 
 VAL_BLOCKS = 4  # held-out blocks per domain
 
 
-class PretrainSource:
+class PretrainSource(SamplerSource):
     """Batches of packed blocks, ``labels = input_ids`` (the model shifts them); stateless per step."""
-
-    def __init__(self, sampler: DomainSampler):
-        self.sampler = sampler
 
     def batch(self, step: int) -> dict:
         ids, domains = self.sampler.batch(step)
         return {"input_ids": ids, "labels": ids.clone(), "domains": domains}
-
-    def state_dict(self) -> dict:
-        return {"domain_weights": dict(self.sampler.weights)}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.set_weights(state["domain_weights"])
 
 
 def load_domain_blocks(data: dict[str, Path], tokenizer, seq_len: int) -> dict[str, torch.Tensor]:
@@ -61,35 +54,26 @@ def domain_losses(model, val_blocks: dict[str, torch.Tensor], device: str = "cpu
     return {d: round(mean_loss(model, [{"input_ids": b.to(device)}]), 4) for d, b in val_blocks.items()}
 
 
-def run_pretrain(
-    model_dir: Path,
-    data: dict[str, Path],
-    section: dict,
-    out_dir: Path,
-    log_csv: Path,
-    ckpt_dir: Path,
-    seed: int,
-    device: str = "cpu",
-    dtype: str = "float32",
-) -> dict:
-    """Load ``model_dir``, train it as ``section`` (the config's ``pretrain:``) says, save to ``out_dir``.
+def run_pretrain(cfg: TrainRunConfig) -> dict:
+    """Load ``cfg.model``, train it on ``cfg.data`` (packed domain text) as ``cfg`` says, save to ``cfg.out_dir``.
 
-    Resumes from ``ckpt_dir`` when it holds a complete checkpoint. Returns a summary with per-domain
-    validation losses before and after training and the training throughput.
+    Resumes from ``cfg.ckpt_dir`` when it holds a complete checkpoint of the same run. Returns a summary
+    with per-domain validation losses before and after training and the training throughput.
+
+    Raises:
+        ValueError: a domain too small to hold out validation blocks, or bad domain weights (names it).
     """
-    model, tokenizer = load_model(model_dir, dtype=dtype, device=device)
-    blocks = load_domain_blocks(data, tokenizer, section["seq_len"])
+    data = {d: Path(p) for d, p in cfg.data.items()}
+    model, tokenizer = load_model(Path(cfg.model), dtype=cfg.dtype, device=cfg.device)
+    blocks = load_domain_blocks(data, tokenizer, cfg.seq_len)
     train_blocks, val_blocks = split_validation(blocks)
-    sampler = DomainSampler(train_blocks, section["domain_weights"], section["batch_size"], seed)
-    before = domain_losses(model, val_blocks, device)
-    summary = train_and_save(
-        model, tokenizer, PretrainSource(sampler), section, seed,
-        model_dir=model_dir, data=data, out_dir=out_dir, log_csv=log_csv, ckpt_dir=ckpt_dir, device=device,
-    )  # fmt: skip
+    sampler = DomainSampler(train_blocks, cfg.domain_weights, cfg.batch_size, cfg.seed)
+    before = domain_losses(model, val_blocks, cfg.device)
+    summary = train_and_save(model, tokenizer, PretrainSource(sampler), cfg)
     if fsdp_requested():
         # FSDP shards cannot run outside their wrapper: score the saved model instead
-        model, _ = load_model(out_dir, dtype=dtype, device=device)
-    after = domain_losses(model, val_blocks, device)
+        model, _ = load_model(Path(cfg.out_dir), dtype=cfg.dtype, device=cfg.device)
+    after = domain_losses(model, val_blocks, cfg.device)
     summary.update(
         val_loss_before=before,
         val_loss_after=after,

@@ -8,26 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from moelab.data.chat import IGNORE_INDEX, MixtureSampler, encode_chat
+from moelab.data.chat import IGNORE_INDEX, encode_chat
 from moelab.data.packing import read_jsonl
 from moelab.io import load_model
-from moelab.train.loop import train_and_save
+from moelab.mixture import MixtureSampler
+from moelab.train.config import TrainRunConfig
+from moelab.train.loop import SamplerSource, train_and_save
 
 
-class SFTSource:
-    """Adapts :class:`MixtureSampler` (stateful, resumable) to the training loop."""
-
-    def __init__(self, sampler: MixtureSampler):
-        self.sampler = sampler
+class SFTSource(SamplerSource):
+    """Batches of padded chat examples from :class:`moelab.mixture.MixtureSampler` (stateful, resumable)."""
 
     def batch(self, step: int) -> dict:
         return self.sampler.next_batch()
-
-    def state_dict(self) -> dict:
-        return self.sampler.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        self.sampler.load_state_dict(state)
 
 
 def encode_datasets(data: dict[str, Path], tokenizer, max_len: int) -> tuple[dict[str, list[dict]], dict]:
@@ -55,32 +48,22 @@ def encode_datasets(data: dict[str, Path], tokenizer, max_len: int) -> tuple[dic
     return encoded, dropped
 
 
-def run_sft(
-    model_dir: Path,
-    data: dict[str, Path],
-    section: dict,
-    out_dir: Path,
-    log_csv: Path,
-    ckpt_dir: Path,
-    seed: int,
-    device: str = "cpu",
-    dtype: str = "float32",
-) -> dict:
-    """Instruction-tune ``model_dir`` as ``section`` (the config's ``sft:``) says and save to ``out_dir``.
+def run_sft(cfg: TrainRunConfig) -> dict:
+    """Instruction-tune ``cfg.model`` on ``cfg.data`` (chat examples) as ``cfg`` says, save to ``cfg.out_dir``.
 
     Data sets with weight 0 are not read (two-stage post-training: each stage draws from its own sets).
+
+    Raises:
+        ValueError: a data set left without an example that keeps an assistant token (names it).
     """
-    model, tokenizer = load_model(model_dir, dtype=dtype, device=device)
-    weights = {d: w for d, w in section["domain_weights"].items() if w > 0}  # a stage's unused sets: not read
+    model, tokenizer = load_model(Path(cfg.model), dtype=cfg.dtype, device=cfg.device)
+    weights = {d: w for d, w in cfg.domain_weights.items() if w > 0}  # a stage's unused sets: not read
     encoded, dropped = encode_datasets(
-        {d: p for d, p in data.items() if d in weights}, tokenizer, section["max_len"]
+        {d: Path(p) for d, p in cfg.data.items() if d in weights}, tokenizer, cfg.max_len
     )
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    sampler = MixtureSampler(encoded, weights, section["batch_size"], seed, pad_id)
-    summary = train_and_save(
-        model, tokenizer, SFTSource(sampler), section, seed,
-        model_dir=model_dir, data=data, out_dir=out_dir, log_csv=log_csv, ckpt_dir=ckpt_dir, device=device,
-    )  # fmt: skip
+    sampler = MixtureSampler(encoded, weights, cfg.batch_size, cfg.seed, pad_id)
+    summary = train_and_save(model, tokenizer, SFTSource(sampler), cfg)
     summary["examples"] = {d: len(v) for d, v in encoded.items()}
     summary["examples_truncated_away"] = dropped  # no assistant token within max_len
     return summary
