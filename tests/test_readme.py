@@ -33,7 +33,9 @@ def test_status_lists_every_registered_and_pending_item():
 def test_status_follows_the_built_stages():
     some_built = status_markdown(stages=["dense", "moe", "pretrain", "pretrain_uniform"])
     line = next(x for x in some_built.splitlines() if "`table_sampling`" in x)
-    assert "| partly built | `pretrain_uniform`, `pretrain` / `pretrain_llama_mix`, `pretrain_dynamic` |" in line
+    assert (
+        "| partly built | `pretrain_uniform`, `pretrain` / `pretrain_llama_mix`, `pretrain_dynamic` |" in line
+    )
     none_built = status_markdown(stages=[])
     line = next(x for x in none_built.splitlines() if "| `llama_moe` | `table_main`" in x)
     assert "| not built yet |" in line
@@ -50,4 +52,6 @@ def test_replace_section_round_trip():
 def test_readme_make_targets_exist():
     phony = re.search(r"^\.PHONY:(.*)$", (ROOT / "Makefile").read_text(), re.M).group(1).split()
     named = set(re.findall(r"`make ([a-z]+)", README.read_text()))
-    assert named and named <= set(phony), f"README names make targets the Makefile lacks: {named - set(phony)}"
+    assert named and named <= set(phony), (
+        f"README names make targets the Makefile lacks: {named - set(phony)}"
+    )
