@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint dag clean
+.PHONY: setup run test lint dag readme clean
 
 $(STAMP): requirements.lock requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ dag: setup
 	dot -Tsvg docs/rulegraph.dot > docs/rulegraph.svg
 	dot -Tpng docs/rulegraph.dot > docs/rulegraph.png
 	rm docs/rulegraph.dot
+
+readme: setup
+	$(BIN)/python -m moelab.report.status --write README.md
 
 clean:
 	rm -rf results logs .snakemake benchmarks/runs
