@@ -123,7 +123,7 @@ rule llama_moe_table_construction:
         md=report(
             f"{LLAMA_MOE}/table_construction.md",
             caption="../report/llama_moe_table_construction.rst",
-            category="LLaMA-MoE",
+            category=PAPER_LABELS["llama_moe"],
         ),
     params:
         runs=ABLATION_METHODS,
@@ -175,7 +175,7 @@ rule llama_moe_fig_construction_loss:
         png=report(
             f"{LLAMA_MOE}/fig_construction_loss.png",
             caption="../report/llama_moe_fig_construction_loss.rst",
-            category="LLaMA-MoE",
+            category=PAPER_LABELS["llama_moe"],
         ),
         pdf=f"{LLAMA_MOE}/fig_construction_loss.pdf",
     params:

@@ -45,7 +45,7 @@ rule llama_moe_fig_pretrain_loss:
         png=report(
             f"{LLAMA_MOE}/fig_pretrain_loss.png",
             caption="../report/llama_moe_fig_pretrain_loss.rst",
-            category="LLaMA-MoE",
+            category=PAPER_LABELS["llama_moe"],
         ),
         pdf=f"{LLAMA_MOE}/fig_pretrain_loss.pdf",
     params:
