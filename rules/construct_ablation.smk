@@ -81,7 +81,7 @@ rule construct_cpt:
     conda:
         "../envs/training.yaml"
     script:
-        "../scripts/construct_method.py"
+        "../scripts/construct_cpt.py"
 
 
 rule construct_eval:
@@ -109,7 +109,7 @@ rule construct_eval:
     conda:
         "../envs/evaluation.yaml"
     script:
-        "../scripts/construct_method.py"
+        "../scripts/construct_eval.py"
 
 
 REPORT_CONFIG = {k: config[k] for k in ("construct", "construct_ablation", "pretrain")}
