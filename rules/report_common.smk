@@ -19,6 +19,11 @@ EXPERT_LOAD = {
 }
 
 
+def heading(paper, name):
+    """The title drawn in results/papers/<paper>/<name>.* (its registry entry's heading)."""
+    return OUTPUTS[paper][name].heading
+
+
 def producible(path):
     """The file exists or a rule of the workflow can make it (called lazily, once every rule is defined)."""
     return os.path.exists(path) or any(r.is_producer(path) for r in workflow.rules)

@@ -18,6 +18,7 @@ produces them; the stage names are the contract for the helpers that add those s
 
 from __future__ import annotations
 
+from dataclasses import replace
 from importlib import import_module
 
 from moelab.papers import PAPERS
@@ -32,20 +33,17 @@ TABLES: tuple[TableSpec, ...] = tuple(spec for module in _MODULES.values() for s
 
 
 def _build_outputs() -> dict[str, dict[str, Output]]:
-    """paper -> name -> :class:`Output`: its TABLES, then its EXTRA_OUTPUTS, defaults (rule, caption) filled."""
+    """paper -> name -> :class:`Output`: its TABLES, then its EXTRA_OUTPUTS, defaults (rule, caption, heading) filled."""
     out: dict[str, dict[str, Output]] = {}
     for paper, module in _MODULES.items():
         items = {spec.name: Output("table", spec.title, spec=spec) for spec in module.TABLES}
         items.update(module.EXTRA_OUTPUTS)
         out[paper] = {
-            name: Output(
-                o.kind,
-                o.title,
-                o.rule or f"{paper}_{name}",
-                o.in_all,
-                o.spec,
-                o.target,
-                o.caption or f"{paper}_{name}.rst",
+            name: replace(
+                o,
+                rule=o.rule or f"{paper}_{name}",
+                caption=o.caption or f"{paper}_{name}.rst",
+                heading=o.heading or o.title,
             )
             for name, o in items.items()
         }

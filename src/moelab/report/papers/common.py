@@ -13,7 +13,9 @@ class Output:
 
     ``rule`` is the Snakemake rule producing it (default ``<paper>_<name>``); ``in_all`` False keeps an
     expensive output (the construction ablations) out of ``rule all`` / ``papers``, ``target`` is then the rule
-    that builds it; ``caption`` is the file under ``report/`` (default ``<paper>_<name>.rst``).
+    that builds it; ``caption`` is the file under ``report/`` (default ``<paper>_<name>.rst``); ``heading`` is
+    the title drawn in the file, a table's Markdown heading or a figure's title (default ``title``, the line of
+    the paper's ``index.md``).
     """
 
     kind: str  # "table" | "figure"
@@ -23,6 +25,7 @@ class Output:
     spec: TableSpec | None = None
     target: str = ""
     caption: str = ""
+    heading: str = ""
 
     @property
     def extensions(self) -> tuple[str, str]:

@@ -118,18 +118,29 @@ TABLES: tuple[TableSpec, ...] = (
 # targets, not in `rule all`) and the figures drawn from our data (rules/report.smk, rules/construct_ablation.smk).
 EXTRA_OUTPUTS: dict[str, Output] = {
     "table_construction": Output(
-        "table", "Expert construction ablation", in_all=False, target="llama_moe_construction"
+        "table",
+        "Expert construction ablation",
+        in_all=False,
+        target="llama_moe_construction",
+        heading="LLaMA-MoE expert construction ablation",
     ),
     "table_configurations": Output(
         "table",
         "Expert configurations (8/16 experts, top-2/4)",
         target="llama_moe_construction",
+        heading="LLaMA-MoE configurations (experts / top-k)",
         **VARIANT_TABLE,
     ),
-    "fig_pretrain_loss": Output("figure", "Continual pre-training loss"),
+    "fig_pretrain_loss": Output(
+        "figure", "Continual pre-training loss", heading="Continual pre-training of the converted MoE"
+    ),
     "fig_expert_load": Output("figure", "Expert load per domain per layer, and specialisation by layer"),
     "fig_construction_loss": Output(
-        "figure", "CPT loss per construction method", in_all=False, target="llama_moe_construction"
+        "figure",
+        "CPT loss per construction method",
+        in_all=False,
+        target="llama_moe_construction",
+        heading="Continual pre-training per construction",
     ),
 }
 # Figures and tables of the paper that no stage draws yet (index.md: not reproduced yet).

@@ -55,10 +55,15 @@ EXTRA_OUTPUTS: dict[str, Output] = {
         "table",
         "Granularity at equal activation (8e top-2 ...)",
         target="llama_moe_v2_ablation",
+        heading="LLaMA-MoE v2 expert granularity at equal activation",
         **VARIANT_TABLE,
     ),
     "table_mlp_vs_attention": Output(
-        "table", "MLP MoE vs attention MoE", target="llama_moe_v2_ablation", **VARIANT_TABLE
+        "table",
+        "MLP MoE vs attention MoE",
+        target="llama_moe_v2_ablation",
+        heading="LLaMA-MoE v2 MLP MoE vs attention MoE",
+        **VARIANT_TABLE,
     ),
 }
 PENDING: dict[str, str] = {}
