@@ -95,7 +95,7 @@ rule construct_eval:
     params:
         tasks=ABLATION.get("tasks", []),
         limit=ABLATION.get("eval_limit"),
-        batch_size=config["evaluate"].get("batch_size", 16),
+        batch_size=config["evaluate"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
         dtype=config["dtype"],
