@@ -17,7 +17,7 @@ DENSE = "resources/models/dense"
 # Stages whose model is the one another stage starts from: our own (the default), or a released checkpoint
 # named by <section>.base_model (paper scale: MoE-SFT tunes LLaMA-MoE-v1-3.5B, compression takes Mixtral-8x7B).
 BASE_STAGES = {
-    "sft_base": ("sft", f"results/models/{config['sft'].get('from_stage', 'pretrain')}"),
+    "sft_base": ("sft", f"results/models/{config['sft']['from_stage']}"),
     "compress_base": ("compress", "results/models/sft"),
 }
 MAX_THREADS = 16  # Snakemake lowers it to --cores
@@ -67,10 +67,10 @@ def train_params(section, ckpt_dir, launcher=LAUNCHER, discard_checkpoints=False
 
 def hub_spec(kind, domain):
     """The data.hub.<kind>.<domain> entry (with the shared shuffle buffer), or {} for data.source local."""
-    if config["data"].get("source", "local") != "hub":
+    if config["data"]["source"] != "hub":
         return {}
     hub = config["data"]["hub"]
-    return {"shuffle_buffer": hub.get("shuffle_buffer", 10000), **hub[kind][domain]}
+    return {"shuffle_buffer": hub["shuffle_buffer"], **hub[kind][domain]}
 
 
 def base_model(stage):
@@ -89,7 +89,7 @@ def eval_data(wildcards=None):
     """Data folders of the tasks of the {paper} wildcard's paper, or without one of every task some stage is
     evaluated on (local suite; config evaluate.papers/stages); none for the hub suite, which downloads its own."""
     ev = config["evaluate"]
-    if ev.get("suite", "local") != "local":
+    if ev["suite"] != "local":
         return []
     paper = getattr(wildcards, "paper", None)
     tasks = paper_plan(ev, paper)["tasks"] if paper else planned_tasks(ev)

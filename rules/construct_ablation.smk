@@ -6,6 +6,7 @@
 # main `pretrain:` settings for construct_ablation.steps steps, and evaluated again.
 
 from moelab.config import ablation_runs
+from moelab.report.construction import METHOD_LABELS
 
 ABLATION = config.get("construct_ablation", {})
 ABLATION_METHODS = ABLATION.get("methods", [])
@@ -14,11 +15,12 @@ CONSTRUCT_DIR = "results/construct/{run}"
 ABLATION_EVAL_DATA = expand("resources/data/eval/{task}", task=ABLATION.get("tasks", []))
 LLAMA_MOE_V2 = "results/papers/llama_moe_v2"
 PHASE_MODEL = {"construct": "model", "cpt": "cpt"}
-# table file -> (config key listing its runs, caption stem)
+# {table} of rule construct_variant_table (results/papers/<paper>/<table>) -> the construct_ablation key listing
+# its runs (the table's kind)
 VARIANT_TABLES = {
-    f"{LLAMA_MOE}/table_configurations": "configurations",
-    f"{LLAMA_MOE_V2}/table_granularity": "granularity",
-    f"{LLAMA_MOE_V2}/table_mlp_vs_attention": "mlp_vs_attention",
+    "llama_moe/table_configurations": "configurations",
+    "llama_moe_v2/table_granularity": "granularity",
+    "llama_moe_v2/table_mlp_vs_attention": "mlp_vs_attention",
 }
 
 
@@ -97,7 +99,7 @@ rule construct_eval:
     params:
         tasks=ABLATION.get("tasks", []),
         limit=ABLATION.get("eval_limit"),
-        batch_size=config["evaluate"].get("batch_size", 16),
+        batch_size=config["evaluate"]["batch_size"],
         seed=config["seed"],
         device=config["device"],
         dtype=config["dtype"],
@@ -113,7 +115,7 @@ rule construct_eval:
     conda:
         "../envs/evaluation.yaml"
     script:
-        "../scripts/construct_method.py"
+        "../scripts/construct_eval.py"
 
 
 REPORT_CONFIG = {k: config[k] for k in ("construct", "construct_ablation", "pretrain")}
@@ -127,26 +129,30 @@ rule llama_moe_table_construction:
         md=report(
             f"{LLAMA_MOE}/table_construction.md",
             caption="../report/llama_moe_table_construction.rst",
-            category="LLaMA-MoE",
+            category=PAPER_LABELS["llama_moe"],
         ),
     params:
         runs=ABLATION_METHODS,
         specs=RUN_SPECS,
         config=REPORT_CONFIG,
+        title=heading("llama_moe", "table_construction"),
     log:
         "logs/report/llama_moe_table_construction.log",
+    benchmark:
+        "benchmarks/runs/report/llama_moe_table_construction.tsv"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
         "../envs/report.yaml"
     script:
-        "../scripts/report_construction.py"
+        "../scripts/report_construction_table.py"
 
 
 rule construct_variant_table:
     input:
-        unpack(lambda wc: ablation_inputs(ABLATION.get(VARIANT_TABLES[f"results/papers/{wc.table}"], []))),
+        unpack(lambda wc: ablation_inputs(ABLATION.get(VARIANT_TABLES[wc.table], []))),
     output:
         csv="results/papers/{table}.csv",
         md=report(
@@ -156,20 +162,25 @@ rule construct_variant_table:
             subcategory="{table}",
         ),
     wildcard_constraints:
-        table="|".join(t.removeprefix("results/papers/") for t in VARIANT_TABLES),
+        table="|".join(VARIANT_TABLES),
     params:
-        runs=lambda wc: ABLATION.get(VARIANT_TABLES[f"results/papers/{wc.table}"], []),
+        runs=lambda wc: ABLATION.get(VARIANT_TABLES[wc.table], []),
         specs=RUN_SPECS,
         config=REPORT_CONFIG,
+        table=lambda wc: VARIANT_TABLES[wc.table],
+        title=lambda wc: heading(*wc.table.split("/")),
     log:
         "logs/report/{table}.log",
+    benchmark:
+        "benchmarks/runs/report/{table}.tsv"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
         "../envs/report.yaml"
     script:
-        "../scripts/report_construction.py"
+        "../scripts/report_variant_table.py"
 
 
 rule llama_moe_fig_construction_loss:
@@ -179,22 +190,25 @@ rule llama_moe_fig_construction_loss:
         png=report(
             f"{LLAMA_MOE}/fig_construction_loss.png",
             caption="../report/llama_moe_fig_construction_loss.rst",
-            category="LLaMA-MoE",
+            category=PAPER_LABELS["llama_moe"],
         ),
         pdf=f"{LLAMA_MOE}/fig_construction_loss.pdf",
     params:
-        runs=ABLATION_METHODS,
-        specs=RUN_SPECS,
-        config=REPORT_CONFIG,
+        labels=[METHOD_LABELS.get(m, m) for m in ABLATION_METHODS],
+        title=heading("llama_moe", "fig_construction_loss"),
+        config={**REPORT_CONFIG, "runs": {m: RUN_SPECS[m] for m in ABLATION_METHODS}},
     log:
         "logs/report/llama_moe_fig_construction_loss.log",
+    benchmark:
+        "benchmarks/runs/report/llama_moe_fig_construction_loss.tsv"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=5,
     conda:
         "../envs/report.yaml"
     script:
-        "../scripts/report_construction.py"
+        "../scripts/report_loss_curve.py"
 
 
 rule llama_moe_construction:

@@ -51,12 +51,13 @@ rule download_pretrain_data:
     params:
         max_chars=config["data"]["pretrain_max_chars"],
         seed=config["seed"],
-        source=config["data"].get("source", "local"),
+        source=config["data"]["source"],
         hub=lambda wc: hub_spec("pretrain", wc.domain),
     log:
         "logs/download/pretrain_{domain}.log",
     benchmark:
         "benchmarks/runs/download/pretrain_{domain}.tsv"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -72,12 +73,13 @@ rule download_sft_data:
     params:
         max_examples=config["data"]["sft_max_examples"],
         seed=config["seed"],
-        source=config["data"].get("source", "local"),
+        source=config["data"]["source"],
         hub=lambda wc: hub_spec("sft", wc.domain),
     log:
         "logs/download/sft_{domain}.log",
     benchmark:
         "benchmarks/runs/download/sft_{domain}.tsv"
+    threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
@@ -90,10 +92,13 @@ rule download_sft_data:
 rule download_eval_data:
     output:
         directory("resources/data/eval/{task}"),
+    params:
+        eval_dir=lambda wc, output: os.path.dirname(output[0]),  # every task's folder goes there
     log:
         "logs/download/eval_{task}.log",
     benchmark:
         "benchmarks/runs/download/eval_{task}.tsv"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=10,
@@ -111,8 +116,13 @@ rule manifest:
         eval=eval_data(),
     output:
         "resources/manifest.json",
+    params:
+        root=lambda wc, output: os.path.dirname(output[0]),  # paths in the manifest are relative to it
     log:
         "logs/download/manifest.log",
+    benchmark:
+        "benchmarks/runs/download/manifest.tsv"
+    threads: 1
     resources:
         mem_mb=1000,
         runtime=10,

@@ -16,12 +16,12 @@ rule evaluate:
         plan=lambda wc: paper_plan(EVAL, wc.paper),
         evaluate={k: EVAL.get(k) for k in ("suite", "batch_size", "max_fewshot", "cache")},
         eval_dir="resources/data/eval",
-        cache_dir=EVAL.get("cache_dir", "results/eval/cache"),
+        cache_dir=EVAL["cache_dir"],
         seed=config["seed"],
         device=config["device"],
         dtype=config["dtype"],
     wildcard_constraints:
-        paper="|".join(EVAL.get("papers", {})) or "none",
+        paper="|".join(EVAL["papers"]) or "none",
     log:
         "logs/evaluate/{stage}/{paper}.log",
     benchmark:

@@ -40,15 +40,17 @@ for _spec in TABLES:
 
 rule llama_moe_fig_pretrain_loss:
     input:
-        log_csv="results/pretrain/log.csv",
+        logs=["results/pretrain/log.csv"],
     output:
         png=report(
             f"{LLAMA_MOE}/fig_pretrain_loss.png",
             caption="../report/llama_moe_fig_pretrain_loss.rst",
-            category="LLaMA-MoE",
+            category=PAPER_LABELS["llama_moe"],
         ),
         pdf=f"{LLAMA_MOE}/fig_pretrain_loss.pdf",
     params:
+        labels=[f"{PAPER_LABELS['llama_moe']} (ours, demo scale)"],
+        title=heading("llama_moe", "fig_pretrain_loss"),
         config=config["pretrain"],
     log:
         "logs/report/llama_moe_fig_pretrain_loss.log",

@@ -2,20 +2,11 @@
 import os
 import sys
 
-from moelab.report.papers import FIGURES, OUTPUTS, PAPERS, TABLES, index_markdown
+from moelab.papers import PAPER_LABELS, PAPERS
+from moelab.report.papers import OUTPUTS, TABLES, index_markdown
 
 PAPERS_DIR = "results/papers"
 LLAMA_MOE = f"{PAPERS_DIR}/llama_moe"  # also used by rules/construct_ablation.smk
-PAPER_LABELS = {
-    "llama_moe": "LLaMA-MoE",
-    "llama_moe_v2": "LLaMA-MoE v2",
-    "moe_sft": "MoE-SFT",
-    "moe_compression": "MoE compression",
-    "sparse_adapter": "SparseAdapter",
-    "idat": "iDAT",
-    "pad_net": "PAD-Net",
-    "graphs_gpt": "GraphsGPT",
-}
 # Inputs besides evaluation results, per table (read by scripts/report_paper_table.py).
 TABLE_EXTRA_INPUTS = {("moe_compression", "table_main"): {"block_scores": "results/compress/block_scores.json"}}
 ROUTING_DIR = "results/routing/{stage}"
@@ -26,6 +17,11 @@ EXPERT_LOAD = {
     ("llama_moe", "fig_expert_load"): ("pretrain", "pretrain_domain", True),
     ("moe_sft", "fig_expert_load_by_dataset"): ("sft", "sft_domain", True),
 }
+
+
+def heading(paper, name):
+    """The title drawn in results/papers/<paper>/<name>.* (its registry entry's heading)."""
+    return OUTPUTS[paper][name].heading
 
 
 def producible(path):

@@ -1,10 +1,8 @@
 # Routing analysis (LLaMA-MoE expert-load heatmaps, MoE-SFT gate loads): expert load per pretraining domain and SFT data set per
 # MoE layer, expert co-selection, and a per-layer domain-specialisation score, for each MoE stage's model.
 
-ROUTING_CFG = config.get("routing") or {}
-ROUTING_STAGES = ROUTING_CFG.get("stages", ["moe", "pretrain", "sft"])
-ROUTING_SETTINGS = {"tokens": 4096, "seq_len": 256, "batch_size": 8}  # schema defaults
-ROUTING_SETTINGS.update({k: v for k, v in ROUTING_CFG.items() if k != "stages"})
+ROUTING_STAGES = config["routing"]["stages"]  # the schema fills the section's defaults
+ROUTING_SETTINGS = {k: v for k, v in config["routing"].items() if k != "stages"}  # tokens, seq_len, batch_size
 
 
 rule routing_analysis:

@@ -14,15 +14,15 @@ cfg = sm.params.compress
 log = setup(sm.log[0], sm.threads, sm.params.seed)
 prov = Provenance(config=cfg, inputs=[sm.input.model, sm.input.calib], seed=sm.params.seed)
 model, tokenizer = load_model(sm.input.model, device=resolve_device(sm.params.device))
-blocks = pack_texts((r["text"] for r in read_jsonl(sm.input.calib)), tokenizer, cfg.get("calib_seq_len", 256))
+blocks = pack_texts((r["text"] for r in read_jsonl(sm.input.calib)), tokenizer, cfg["calib_seq_len"])
 pick = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(sm.params.seed))
-calib = blocks[pick[: cfg.get("calib_sequences", 16)]].to(model.device)
+calib = blocks[pick[: cfg["calib_sequences"]]].to(model.device)
 before = count_parameters(model)
 result = block_drop(
     model,
     [{"input_ids": b} for b in calib.split(4)],
     cfg["n_drop"],
-    cfg.get("mode", "discrete"),
+    cfg["mode"],
     PER_LAYER_FIELDS,
 )
 result["params_before"], result["params_after"] = before, count_parameters(model)

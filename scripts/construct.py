@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from moelab.construct import construct_moe
+from moelab.construct import construct_moe, router_options
 from moelab.io import count_parameters, load_model, save_model
 from moelab.provenance import Provenance
 from moelab.runtime import setup
@@ -18,12 +18,9 @@ built = construct_moe(
     c["method"],
     num_experts=c["num_experts"],
     top_k=c["top_k"],
-    num_shared_experts=c.get("num_shared_experts", 0),
+    num_shared_experts=c["num_shared_experts"],
     seed=sm.params.seed,
-    router_type=c.get("router_type", "noisy_topk"),
-    gate_network=c.get("gate_network", "mlp"),
-    balance_loss_weight=c.get("balance_loss_weight", 0.01),
-    score_scale_factor=c.get("score_scale_factor"),
+    **router_options(c),
 )
 params = {"dense": count_parameters(dense), "moe": count_parameters(built.model)}
 save_model(built.model, tokenizer, Path(sm.output.model))

@@ -4,7 +4,7 @@ import os
 from pathlib import Path
 
 cfg = snakemake.params.evaluate  # noqa: F821
-if cfg.get("suite") == "hub":
+if cfg["suite"] == "hub":
     os.environ.setdefault("HF_HUB_OFFLINE", "0")  # hub data sets are downloaded (unless the user set it)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "0")
 
@@ -18,19 +18,19 @@ stage, paper = sm.wildcards.stage, sm.wildcards.paper
 log = setup(sm.log[0], sm.threads, sm.params.seed)
 plan = sm.params.plan
 prov = Provenance(config={**cfg, "paper": paper, "plan": plan}, inputs=[sm.input.model], seed=sm.params.seed)
-suite = cfg.get("suite") or "local"
+suite = cfg["suite"]
 result = run_plan(
     Path(sm.input.model),
     plan,
     suite=suite,
     eval_dir=Path(sm.params.eval_dir) if suite == "local" else None,
-    cache=EvalCache(sm.params.cache_dir, enabled=cfg.get("cache") is not False),
-    batch_size=cfg.get("batch_size") or 16,
+    cache=EvalCache(sm.params.cache_dir, enabled=cfg["cache"]),
+    batch_size=cfg["batch_size"],
     device=resolve_device(sm.params.device),
     dtype=sm.params.dtype,
     seed=sm.params.seed,
 )
-result = {"stage": stage, "paper": paper, "suite": suite, "max_fewshot": cfg.get("max_fewshot"), **result}
+result = {"stage": stage, "paper": paper, "suite": suite, "max_fewshot": cfg["max_fewshot"], **result}
 write_json(sm.output[0], result)
 prov.write(sm.output[0], extra={"cached": result["cached"]})
 log.info(

@@ -11,4 +11,4 @@ files = []
 for item in sm.input:
     p = Path(item)
     files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
-sources.write_manifest(files, Path(sm.output[0]), root=Path("resources"))
+sources.write_manifest(files, Path(sm.output[0]), root=Path(sm.params.root))

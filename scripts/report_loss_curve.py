@@ -1,4 +1,4 @@
-"""LLaMA-MoE continual pre-training loss curve (rule llama_moe_fig_pretrain_loss)."""
+"""Training loss curves, one line per run (rules llama_moe_fig_pretrain_loss, llama_moe_fig_construction_loss)."""
 
 from pathlib import Path
 
@@ -8,12 +8,8 @@ from moelab.runtime import setup
 
 sm = snakemake  # noqa: F821
 setup(sm.log[0], 1, 0)
-prov = Provenance(config=sm.params.config, inputs=[sm.input.log_csv])
-plot_loss_curves(
-    {"LLaMA-MoE (ours, demo scale)": Path(sm.input.log_csv)},
-    Path(sm.output.png),
-    Path(sm.output.pdf),
-    "Continual pre-training of the converted MoE",
-)
-prov.write(sm.output.png)
-prov.write(sm.output.pdf)
+prov = Provenance(config=sm.params.config, inputs=list(sm.input))
+logs = {label: Path(p) for label, p in zip(sm.params.labels, sm.input.logs, strict=True)}
+plot_loss_curves(logs, Path(sm.output.png), Path(sm.output.pdf), sm.params.title)
+for path in (sm.output.png, sm.output.pdf):
+    prov.write(path)

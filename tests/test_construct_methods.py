@@ -1,6 +1,7 @@
 """Expert construction methods (LLaMA-MoE sec. 3.1, LLaMA-MoE v2, MoEfication) on tiny random LLaMAs."""
 
 import itertools
+import json
 
 import numpy as np
 import pytest
@@ -460,3 +461,56 @@ def test_variant_table_describes_runs_and_puts_published_beside_ours():
     assert "lowest loss after CPT: b" in notes[1] and notes[1].index("b (1.5000)") < notes[1].index(
         "a (2.0000)"
     )
+
+
+def test_ablation_records_scale_and_published_for_the_table_scripts(tmp_path):
+    from moelab.report.construction import (
+        RUN_RECORDS,
+        ablation_scale,
+        published_configuration_averages,
+        read_run_records,
+        variant_published,
+    )
+    from moelab.report.tables import load_published
+
+    files = {k: [] for k in RUN_RECORDS}
+    for run in ("a", "b"):
+        for key in RUN_RECORDS:
+            path = tmp_path / f"{run}_{key}.json"
+            path.write_text(json.dumps({"run": run, "key": key}))
+            files[key].append(str(path))
+    records = read_run_records(["a", "b"], files)
+    assert list(records) == ["a", "b"] and list(records["b"]) == list(RUN_RECORDS)
+    assert records["b"]["eval_cpt"] == {"run": "b", "key": "eval_cpt"}
+    with pytest.raises(ValueError, match="1 stats files for 2 construction runs"):
+        read_run_records(["a", "b"], {**files, "stats": files["stats"][:1]})
+    cfg = {"construct_ablation": {"steps": 20}, "pretrain": {"batch_size": 4, "seq_len": 512}}
+    assert ablation_scale(cfg) == {"steps": 20, "tokens_per_step": 2048, "eval_limit": None}
+    published = published_configuration_averages(load_published("llama_moe"))
+    assert variant_published("configurations") == published
+    assert variant_published("granularity") is None and variant_published("mlp_vs_attention") is None
+
+
+def test_the_ablation_outputs_take_their_headings_from_the_registry():
+    from moelab.report import OUTPUTS
+
+    assert OUTPUTS["llama_moe"]["table_construction"].heading == "LLaMA-MoE expert construction ablation"
+    assert OUTPUTS["llama_moe_v2"]["table_granularity"].heading.startswith("LLaMA-MoE v2 expert granularity")
+    assert OUTPUTS["llama_moe"]["fig_construction_loss"].heading == "Continual pre-training per construction"
+    main = OUTPUTS["llama_moe"]["table_main"]
+    assert main.heading == main.title == main.spec.title  # a generic table's heading is its title
+
+
+def test_router_options_read_the_schema_filled_construct_section():
+    from moelab.construct import router_options
+
+    section = {"method": "random", "router_type": "softmax_topk", "gate_network": "linear"}
+    section["balance_loss_weight"] = 0.0
+    assert router_options(section) == {
+        "router_type": "softmax_topk",
+        "gate_network": "linear",
+        "balance_loss_weight": 0.0,
+        "score_scale_factor": None,
+    }
+    with pytest.raises(KeyError, match="gate_network"):
+        router_options({"router_type": "noisy_topk", "balance_loss_weight": 0.01})

@@ -34,7 +34,9 @@ from moelab.report import (
     write_paper_table,
 )
 from moelab.report.figures import _pick_layers
-from moelab.report.papers import LM_CPT, LM_DENSE, LM_MOE, MC_BLOCK, MC_ORIG, SFT_UNIFORM
+from moelab.report.papers.llama_moe import LM_CPT, LM_DENSE, LM_MOE
+from moelab.report.papers.moe_compression import MC_BLOCK, MC_ORIG
+from moelab.report.papers.moe_sft import SFT_UNIFORM
 from moelab.report.tables import read_eval
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,7 +1,7 @@
 """Dense -> MoE construction: neuron partition methods, router initialisation and weight surgery."""
 
 from .attention import attention_moe_from_dense
-from .build import VARIANT_KEYS, Construction, construct_moe, construct_variant
+from .build import VARIANT_KEYS, Construction, construct_moe, construct_variant, router_options
 from .calibration import calibration_blocks, mlp_inputs
 from .clustering import balanced_kmeans, clustering_split
 from .coactivation import coactivation_counts, coactivation_split
@@ -57,6 +57,7 @@ __all__ = [
     "partition_for",
     "partition_stats",
     "random_split",
+    "router_options",
     "ROUTER_INITS",
     "save_partition",
     "SHARED_EXPERT_METHODS",

@@ -31,6 +31,23 @@ class Construction:
     stats: dict
 
 
+def router_options(construct: dict) -> dict:
+    """The router settings of the config's ``construct:`` section as `construct_moe` keyword arguments.
+
+    Args:
+        construct: the section validated by config/schema.yaml, which fills router_type, gate_network and
+            balance_loss_weight with their defaults; score_scale_factor may be absent (None = N/k).
+    Returns: {"router_type", "gate_network", "balance_loss_weight", "score_scale_factor"}.
+    Raises: KeyError naming a setting the schema fills when it is missing (a section not validated).
+    """
+    return {
+        "router_type": construct["router_type"],
+        "gate_network": construct["gate_network"],
+        "balance_loss_weight": construct["balance_loss_weight"],
+        "score_scale_factor": construct.get("score_scale_factor"),
+    }
+
+
 def construct_moe(
     dense,
     tokenizer,

@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from moelab.config import ConfigError
+from moelab.papers import LM_EVAL_PAPERS
 
 SUITES = ("local", "hub")
-PAPERS = ("llama_moe", "moe_sft", "moe_compression", "llama_moe_v2")
 STAGES = ("dense", "moe", "pretrain", "sft_base", "sft", "compress_base", "compress")
 
 
@@ -56,8 +56,10 @@ def check_evaluate_config(cfg: Mapping) -> None:
     valid = known_tasks(suite)
     papers = cfg.get("papers") or {}
     for paper, shots in papers.items():
-        if paper not in PAPERS:
-            raise PlanError(f"evaluate.papers.{paper}: unknown paper; valid papers: {', '.join(PAPERS)}")
+        if paper not in LM_EVAL_PAPERS:
+            raise PlanError(
+                f"evaluate.papers.{paper}: unknown paper; valid papers: {', '.join(LM_EVAL_PAPERS)}"
+            )
         if not shots:
             raise PlanError(f"evaluate.papers.{paper} lists no task")
         for task, n in shots.items():

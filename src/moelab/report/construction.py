@@ -7,9 +7,14 @@ same short continual pre-training (CPT); the paper's finding is stated next to w
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 import pandas as pd
+
+from moelab.report.tables import load_published
 
 PAPER_FINDING = (
     "Paper's finding (LLaMA-MoE sec. 3.1, construction ablation): after continual pre-training, "
@@ -23,6 +28,45 @@ METHOD_LABELS = {
     "sharing_inner": "Sharing-Inner",
     "sharing_inter": "Sharing-Inter (residual)",
 }
+
+
+RUN_RECORDS = ("stats", "cpt", "eval_construct", "eval_cpt")
+
+
+def read_run_records(runs: Sequence[str], files: Mapping[str, Sequence[str | Path]]) -> dict[str, dict]:
+    """The records of each construction run, as `construction_table` and `variant_table` take them.
+
+    Args:
+        runs: run names, in table order.
+        files: for each of RUN_RECORDS (stats.json, cpt_summary.json, eval_construct.json, eval_cpt.json of
+            results/construct/<run>/), one JSON file per run in `runs` order (a rule's named inputs).
+    Returns: run -> {record: parsed JSON}.
+    Raises: KeyError naming a missing record kind; ValueError when a kind has not one file per run.
+    """
+    out: dict[str, dict] = {run: {} for run in runs}
+    for key in RUN_RECORDS:
+        paths = list(files[key])
+        if len(paths) != len(runs):
+            raise ValueError(f"{len(paths)} {key} files for {len(runs)} construction runs")
+        for run, path in zip(runs, paths, strict=True):
+            out[run][key] = json.loads(Path(path).read_text())
+    return out
+
+
+def ablation_scale(cfg: Mapping) -> dict:
+    """The scale of the ablation runs, as the notes functions take it.
+
+    Args:
+        cfg: config with the ``construct_ablation`` and ``pretrain`` sections.
+    Returns: {"steps": CPT steps per run, "tokens_per_step": pretrain batch_size x seq_len, "eval_limit":
+        examples per task (None = all)}.
+    """
+    a, pre = cfg["construct_ablation"], cfg["pretrain"]
+    return {
+        "steps": a["steps"],
+        "tokens_per_step": pre["batch_size"] * pre["seq_len"],
+        "eval_limit": a.get("eval_limit"),
+    }
 
 
 def mean_domain_loss(losses: dict[str, float]) -> float:
@@ -139,6 +183,17 @@ def published_configuration_averages(published: pd.DataFrame) -> dict[tuple[int,
         if key is not None and model.startswith("LLaMA-MoE") and pd.notna(value):
             out[key] = float(value)
     return out
+
+
+def variant_published(table: str) -> dict[tuple[int, int], float] | None:
+    """Published averages a variant table puts beside ours: LLaMA-MoE's main-table configurations for
+    ``configurations``; None for the LLaMA-MoE v2 tables (their ablation numbers are not verified here).
+
+    Args: table: a key of VARIANT_FINDINGS.
+    """
+    if table != "configurations":
+        return None
+    return published_configuration_averages(load_published("llama_moe"))
 
 
 def describe_mlp(stats: dict) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pandas as pd
 
 from moelab.report.paper_table import CHANCE, NOT_YET
-from moelab.report.papers import LLAMA_MOE_TASKS
+from moelab.report.papers.llama_moe import LLAMA_MOE_TASKS
 
 __all__ = [
     "CHANCE",

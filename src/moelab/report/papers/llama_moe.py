@@ -1,0 +1,149 @@
+"""LLaMA-MoE (arXiv 2406.16554): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+
+from __future__ import annotations
+
+from moelab.report.paper_table import Claim, Column, Row, TableSpec
+from moelab.report.papers.common import AVG, AVG_COMMON, LAYOUT_ONLY, VARIANT_TABLE, Output, task_columns
+
+LLAMA_MOE_TASKS = (
+    "sciq", "piqa", "winogrande", "arc_easy", "arc_challenge", "hellaswag",
+    "logiqa", "boolq", "lambada", "nq_open", "mmlu",
+)  # fmt: skip
+LM_DENSE, LM_MOE, LM_CPT = "ours: dense start model", "ours: MoE as constructed", "ours: MoE after CPT"
+LLAMA_MOE_MAIN = TableSpec(
+    paper="llama_moe",
+    name="table_main",
+    title="LLaMA-MoE main table (official README): published vs ours",
+    published_table="main",
+    columns=(*task_columns(*LLAMA_MOE_TASKS), AVG, AVG_COMMON),
+    rows=(
+        Row("Sheared-LLaMA-2.7B", published="Sheared-LLaMA-2.7B"),
+        Row("Open-LLaMA-3B-v2", published="Open-LLaMA-3B-v2"),
+        Row("LLaMA-MoE-3.0B (2/16)", published="LLaMA-MoE-3.0B (2/16)"),
+        Row("LLaMA-MoE-3.5B (4/16)", published="LLaMA-MoE-3.5B (4/16)"),
+        Row(LM_DENSE, ours="dense/llama_moe"),
+        Row(LM_MOE, ours="moe/llama_moe"),
+        Row(LM_CPT, published="LLaMA-MoE-3.5B (2/8)", ours="pretrain/llama_moe"),
+    ),
+    claims=(
+        Claim("continual pre-training recovers what the FFN split cost (LLaMA-MoE sec. 4).", LM_CPT, LM_MOE),
+        Claim(
+            "after 200B tokens of CPT the MoE (2/8, avg 57.6) beats dense models of similar activated size "
+            "(Sheared-LLaMA-2.7B 56.4); at our scale we compare with the dense model it was built from.",
+            LM_CPT,
+            LM_DENSE,
+        ),
+    ),
+)
+LM_SFT_BEFORE, LM_SFT = "ours: MoE after CPT (before SFT)", "ours: MoE after CPT + SFT"
+LLAMA_MOE_SFT = TableSpec(
+    paper="llama_moe",
+    name="table_sft",
+    title="LLaMA-MoE instruction tuning (Deita-6K; official README): published vs ours",
+    published_table="sft",
+    columns=(
+        *task_columns("mmlu", "arc_challenge", "hellaswag", "truthfulqa"),
+        Column("mt_bench", kind="published", unit="score", label="MT-Bench"),
+        AVG_COMMON,
+    ),
+    rows=(
+        Row("Sheared-LLaMA-2.7B + Deita-6K", published="Sheared-LLaMA-2.7B + Deita-6K"),
+        Row("LLaMA-MoE-3.5B (4/16) + Deita-6K", published="LLaMA-MoE-3.5B (4/16) + Deita-6K"),
+        Row(LM_SFT_BEFORE, ours="sft_base/moe_sft"),
+        Row(LM_SFT, published="LLaMA-MoE-3.5B (2/8) + Deita-6K", ours="sft/moe_sft"),
+    ),
+    claims=(
+        Claim(
+            "the instruction-tuned LLaMA-MoE beats the instruction-tuned dense Sheared-LLaMA-2.7B; with no "
+            "dense SFT run here we check that SFT improves the CPT model.",
+            LM_SFT,
+            LM_SFT_BEFORE,
+        ),
+    ),
+)
+LLAMA_MOE_SAMPLING = TableSpec(
+    paper="llama_moe",
+    name="table_sampling",
+    title="LLaMA-MoE ablation: domain sampling strategies during CPT",
+    published_table="sampling",
+    columns=(
+        Column("loss", kind="extra", unit="nats", label="loss after N tokens", higher_is_better=False),
+        Column("average", kind="eval_average", label="downstream average"),
+    ),
+    rows=(
+        Row("uniform", published="uniform", ours="pretrain_uniform/llama_moe"),
+        Row("static LLaMA mix", published="static LLaMA mix", ours="pretrain_llama_mix/llama_moe"),
+        Row(
+            "ours: static Sheared-LLaMA mix", published="static Sheared-LLaMA mix", ours="pretrain/llama_moe"
+        ),
+        Row(
+            "dynamic (Sheared-LLaMA)", published="dynamic (Sheared-LLaMA)", ours="pretrain_dynamic/llama_moe"
+        ),
+    ),
+    claims=(
+        Claim(
+            "static Sheared-LLaMA weights converge faster than dynamic sampling.",
+            "ours: static Sheared-LLaMA mix",
+            "dynamic (Sheared-LLaMA)",
+        ),
+    ),
+    notes=(
+        LAYOUT_ONLY,
+        "Our main CPT run uses config pretrain.domain_weights (default: the Sheared-LLaMA mix).",
+    ),
+)
+LLAMA_MOE_FILTERING = TableSpec(
+    paper="llama_moe",
+    name="table_filtering",
+    title="LLaMA-MoE ablation: data filtering during CPT",
+    published_table="filtering",
+    columns=LLAMA_MOE_SAMPLING.columns,
+    rows=(
+        Row("ours: no filtering", published="no filtering", ours="pretrain/llama_moe"),
+        Row("advertisement removal", published="advertisement removal", ours="pretrain_adfilter/llama_moe"),
+        Row("fluency filtering", published="fluency filtering", ours="pretrain_fluency/llama_moe"),
+    ),
+    claims=(Claim("fluency filtering helps CPT.", "fluency filtering", "ours: no filtering"),),
+    notes=(LAYOUT_ONLY, "Our CPT data are not filtered."),
+)
+
+TABLES: tuple[TableSpec, ...] = (
+    LLAMA_MOE_MAIN,
+    LLAMA_MOE_SFT,
+    LLAMA_MOE_SAMPLING,
+    LLAMA_MOE_FILTERING,
+)
+
+# Besides TABLES, in index order: the construction ablations (rules/construct_ablation.smk; expensive, own
+# targets, not in `rule all`) and the figures drawn from our data (rules/report.smk, rules/construct_ablation.smk).
+EXTRA_OUTPUTS: dict[str, Output] = {
+    "table_construction": Output(
+        "table",
+        "Expert construction ablation",
+        in_all=False,
+        target="llama_moe_construction",
+        heading="LLaMA-MoE expert construction ablation",
+    ),
+    "table_configurations": Output(
+        "table",
+        "Expert configurations (8/16 experts, top-2/4)",
+        target="llama_moe_construction",
+        heading="LLaMA-MoE configurations (experts / top-k)",
+        **VARIANT_TABLE,
+    ),
+    "fig_pretrain_loss": Output(
+        "figure", "Continual pre-training loss", heading="Continual pre-training of the converted MoE"
+    ),
+    "fig_expert_load": Output("figure", "Expert load per domain per layer, and specialisation by layer"),
+    "fig_construction_loss": Output(
+        "figure",
+        "CPT loss per construction method",
+        in_all=False,
+        target="llama_moe_construction",
+        heading="Continual pre-training per construction",
+    ),
+}
+# Figures and tables of the paper that no stage draws yet (index.md: not reproduced yet).
+PENDING: dict[str, str] = {
+    "fig_sampling_loss": "CPT loss curves of static vs dynamic sampling (needs the dynamic-sampling CPT run)",
+}
