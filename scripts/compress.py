@@ -3,7 +3,8 @@
 import torch
 
 from moelab.compress import block_drop
-from moelab.data.packing import pack_texts, read_jsonl
+from moelab.data import read_jsonl
+from moelab.data.calibration import sample_blocks
 from moelab.io import count_parameters, load_model, save_model
 from moelab.models import PER_LAYER_FIELDS
 from moelab.provenance import Provenance, write_json
@@ -14,9 +15,10 @@ cfg = sm.params.compress
 log = setup(sm.log[0], sm.threads, sm.params.seed)
 prov = Provenance(config=cfg, inputs=[sm.input.model, sm.input.calib], seed=sm.params.seed)
 model, tokenizer = load_model(sm.input.model, device=resolve_device(sm.params.device))
-blocks = pack_texts((r["text"] for r in read_jsonl(sm.input.calib)), tokenizer, cfg["calib_seq_len"])
-pick = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(sm.params.seed))
-calib = blocks[pick[: cfg["calib_sequences"]]].to(model.device)
+texts = [r["text"] for r in read_jsonl(sm.input.calib)]
+gen = torch.Generator().manual_seed(sm.params.seed)
+blocks = sample_blocks(texts, tokenizer, cfg["calib_seq_len"], cfg["calib_sequences"], gen, keep_order=False)
+calib = blocks.to(model.device)
 before = count_parameters(model)
 result = block_drop(
     model,

@@ -6,7 +6,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "0")  # a hub id needs the hub (setup fo
 
 from pathlib import Path  # noqa: E402
 
-from moelab.data import materialise_llama_moe_v1, materialise_pretrained  # noqa: E402
+from moelab.models.materialise import materialise_llama_moe_v1, materialise_pretrained  # noqa: E402
 from moelab.provenance import Provenance  # noqa: E402
 from moelab.runtime import setup  # noqa: E402
 

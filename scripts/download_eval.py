@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from moelab.data import sources
+from moelab.evaluate.export import export_eval_task
 from moelab.provenance import Provenance
 from moelab.runtime import setup
 
@@ -10,6 +10,6 @@ sm = snakemake  # noqa: F821
 log = setup(sm.log[0], sm.threads, 0)
 out = Path(sm.output[0])
 prov = Provenance(config={"task": sm.wildcards.task})
-sources.export_eval_task(sm.wildcards.task, Path(sm.params.eval_dir))
+export_eval_task(sm.wildcards.task, Path(sm.params.eval_dir))
 prov.write(out)
 log.info("evaluation data for %s in %s", sm.wildcards.task, out)

@@ -6,7 +6,8 @@ from pathlib import Path
 if snakemake.params.model["source"] == "pretrained":  # noqa: F821 - a hub id needs the hub (setup forbids it)
     os.environ.setdefault("HF_HUB_OFFLINE", "0")
 
-from moelab.data import sources  # noqa: E402
+from moelab.files import package_dir  # noqa: E402
+from moelab.models import materialise  # noqa: E402
 from moelab.provenance import Provenance  # noqa: E402
 from moelab.runtime import setup  # noqa: E402
 
@@ -16,11 +17,11 @@ out = Path(snakemake.output[0])  # noqa: F821
 prov = Provenance(config=m, seed=snakemake.params.seed)  # noqa: F821
 resolved = None  # the hub commit of a pretrained source
 if m["source"] == "gguf":
-    sources.materialise_gguf_model(m["gguf_package"], m["gguf_file"], out)
+    materialise.materialise_gguf_model(m["gguf_package"], m["gguf_file"], out)
 elif m["source"] == "pretrained":
-    resolved = sources.materialise_pretrained(m["pretrained"], out, revision=m.get("revision"))
+    resolved = materialise.materialise_pretrained(m["pretrained"], out, revision=m.get("revision"))
 else:
-    tokenizer = sources.package_dir(m["gguf_package"]) / m["gguf_file"]  # the real SmolLM2 tokenizer
-    sources.make_tiny_model(tokenizer, out, seed=snakemake.params.seed, **m["tiny"])  # noqa: F821
+    tokenizer = package_dir(m["gguf_package"]) / m["gguf_file"]  # the real SmolLM2 tokenizer
+    materialise.make_tiny_model(tokenizer, out, seed=snakemake.params.seed, **m["tiny"])  # noqa: F821
 prov.write(out, extra=resolved)
 log.info("dense model written to %s", out)

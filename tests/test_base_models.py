@@ -17,10 +17,10 @@ from tiny_folders import tiny_tokenizer
 from transformers import MixtralConfig, MixtralForCausalLM
 
 from moelab.compress import block_drop
-from moelab.data import materialise_llama_moe_v1, materialise_pretrained
 from moelab.data.chat import IGNORE_INDEX, encode_chat
 from moelab.io import load_model
 from moelab.models import LlamaMoEForCausalLM
+from moelab.models.materialise import materialise_llama_moe_v1, materialise_pretrained
 
 H, INTER, LAYERS, HEADS, KV = 32, 64, 2, 4, 2
 SIZES = [[10, 22, 16, 16], [16, 16, 16, 16]]  # uneven experts in layer 0 (size_experts)

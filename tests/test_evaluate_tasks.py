@@ -11,9 +11,8 @@ import pytest
 import torch
 import yaml
 
-from moelab.data import package_dir
-from moelab.data.sources import export_eval_task
 from moelab.evaluate import PRIMARY_METRIC, TASK_SPECS, TASKS, evaluate_lm, load_tasks, run_lm_eval
+from moelab.evaluate.export import export_eval_task
 from moelab.evaluate.harness import summarise
 from moelab.evaluate.passk import mean_pass_at_k, pass_at_k
 from moelab.evaluate.sandbox import network_namespace_available, run_program
@@ -30,6 +29,7 @@ from moelab.evaluate.tasks.generation import (
     mbpp_program,
     normalize_answer,
 )
+from moelab.files import package_dir
 
 NEW_TASKS = (
     "commonsense_qa",

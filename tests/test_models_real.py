@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def smollm2_dir(tmp_path_factory):
     """HF folder of the dense SmolLM2-135M-Instruct (~25 s); skips when the data package cannot provide it."""
-    from moelab.data import materialise_gguf_model
+    from moelab.models.materialise import materialise_gguf_model
 
     out = tmp_path_factory.mktemp("smollm2") / "model"
     try:

@@ -170,7 +170,7 @@ def test_gpu_overlay_is_the_one_switch(tmp_path):
 
 
 def test_local_domain_lists_match_the_extractors():
-    from moelab.data import sources
+    from moelab.data import local as sources
 
     assert LOCAL_PRETRAIN_DOMAINS == sources.PRETRAIN_DOMAINS
     assert LOCAL_SFT_DOMAINS == sources.SFT_DOMAINS

@@ -7,7 +7,6 @@ import pytest
 import torch
 from conftest import TINY
 
-from moelab.data import load_tokenizer, package_dir
 from moelab.data.packing import pack_texts
 from moelab.evaluate.routing import (
     PRETRAIN_KIND,
@@ -21,7 +20,9 @@ from moelab.evaluate.routing import (
     sft_sequences,
     specialisation_rows,
 )
+from moelab.files import package_dir
 from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
+from moelab.models.materialise import load_tokenizer
 
 N, K = 4, 2
 # token id -> the two hidden dims that carry its embedding (2 and 1: the first is the top-1 choice in layer 0)

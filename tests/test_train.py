@@ -106,7 +106,7 @@ def test_sft_leaves_out_examples_truncated_before_any_assistant_token(tmp_path):
     and counted, and a data set left without any fails naming it and max_len."""
     from tiny_folders import sentence, tiny_tokenizer, write_jsonl
 
-    from moelab.data.chat import VICUNA_V1_1_TEMPLATE
+    from moelab.models.materialise import VICUNA_V1_1_TEMPLATE
     from moelab.train.sft import encode_datasets
 
     tok = tiny_tokenizer()

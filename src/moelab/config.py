@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
+from moelab.errors import ConfigError
 from moelab.train.config import LauncherConfig
-
-
-class ConfigError(ValueError):
-    """A config value that is well-typed but inconsistent; the message names the key to change."""
 
 
 def check_config(cfg: dict) -> None:
@@ -141,7 +138,7 @@ def ablation_runs(cfg: dict) -> dict[str, dict]:
     return runs
 
 
-# The domains the local (PyPI) extractors know; moelab.data.sources.PRETRAIN_DOMAINS / SFT_DOMAINS (a test
+# The domains the local (PyPI) extractors know; moelab.data.local.PRETRAIN_DOMAINS / SFT_DOMAINS (a test
 # keeps them equal; repeated here so that checking a config does not import torch).
 LOCAL_PRETRAIN_DOMAINS = ("code", "books", "web", "wiki", "math")
 LOCAL_SFT_DOMAINS = ("general", "math", "code")

@@ -16,29 +16,9 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
+from moelab.files import sha256_path
+
 TRACKED_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "lm_eval", "snakemake", "moelab")
-
-
-def sha256_path(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """sha256 hex digest of a file, or of a folder (digest over sorted relative paths and file digests).
-
-    Raises:
-        FileNotFoundError: the path does not exist.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"cannot hash {path}: it does not exist")
-    if path.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(p for p in path.rglob("*") if p.is_file()):
-            h.update(str(f.relative_to(path)).encode())
-            h.update(sha256_path(f).encode())
-        return h.hexdigest()
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk_bytes):
-            h.update(block)
-    return h.hexdigest()
 
 
 def git_commit(cwd: str | Path | None = None) -> str:

@@ -2,7 +2,7 @@
 
 from .attention import attention_moe_from_dense
 from .build import VARIANT_KEYS, Construction, construct_moe, construct_variant, router_options
-from .calibration import calibration_blocks, mlp_inputs
+from .calibration import mlp_inputs
 from .clustering import balanced_kmeans, clustering_split
 from .coactivation import coactivation_counts, coactivation_split
 from .convert import dense_to_moe, init_router_
@@ -32,7 +32,6 @@ __all__ = [
     "attention_moe_from_dense",
     "balanced_assignment",
     "balanced_kmeans",
-    "calibration_blocks",
     "check_partition",
     "cluster_blocks",
     "cluster_importance",

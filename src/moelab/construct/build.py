@@ -12,8 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
+from moelab.data.calibration import calibration_blocks
+
 from .attention import attention_moe_from_dense
-from .calibration import calibration_blocks, mlp_inputs
+from .calibration import mlp_inputs
 from .convert import dense_to_moe
 from .importance import cluster_importance
 from .partition import partition_stats

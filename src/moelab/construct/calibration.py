@@ -1,8 +1,8 @@
-"""Calibration text for the data-driven construction methods: packed token blocks and FFN activations.
+"""FFN activations on calibration text for the data-driven construction methods.
 
 Co-activation (MoEfication), gradient importance (LLaMA-MoE Sharing) and k-means router initialisation
-(LLaMA-MoE v2) read the dense model's FFN on a budget of calibration tokens; this module packs the text into
-blocks and runs the model over them with hooks.
+(LLaMA-MoE v2) read the dense model's FFN on a budget of calibration tokens; the blocks come from
+``moelab.data.calibration``, this module runs the model over them with hooks.
 """
 
 from __future__ import annotations
@@ -12,47 +12,7 @@ from collections.abc import Callable
 import torch
 from tqdm.auto import tqdm
 
-from moelab.data.packing import pack_texts
-
-
-def calibration_blocks(
-    texts: dict[str, list[str]], tokenizer, seq_len: int, num_tokens: int, seed: int
-) -> tuple[torch.Tensor, list[str]]:
-    """A seeded sample of packed blocks, the token budget shared equally by the domains.
-
-    Args:
-        texts: domain -> documents (e.g. the `text` fields of resources/data/pretrain/<domain>.jsonl).
-        tokenizer: HF tokenizer of the dense model.
-        seq_len: tokens per block T.
-        num_tokens: calibration budget in tokens; ceil(num_tokens / T) blocks are drawn in total, at most
-            ceil(blocks / domains) from each domain (fewer if a domain packs into fewer blocks).
-        seed: sampling seed.
-    Returns: (blocks [n, T] int64, domain of each block), domains in sorted order.
-    Raises: ValueError if num_tokens < 1, `texts` is empty, or a domain packs into no full block.
-    """
-    if num_tokens < 1:
-        raise ValueError(f"calibration budget num_tokens={num_tokens} must be >= 1")
-    if not texts:
-        raise ValueError("calibration_blocks: no calibration text given (empty domain mapping)")
-    want = -(-num_tokens // seq_len)
-    per_domain = -(-want // len(texts))
-    gen = torch.Generator().manual_seed(int(seed))
-    blocks, domains = [], []
-    for domain in sorted(texts):
-        packed = pack_texts(texts[domain], tokenizer, seq_len)
-        if len(packed) == 0:
-            raise ValueError(f"calibration domain {domain!r} packs into no block of seq_len={seq_len} tokens")
-        pick = torch.randperm(len(packed), generator=gen)[:per_domain].sort().values
-        blocks.append(packed[pick])
-        domains += [domain] * len(pick)
-    return torch.cat(blocks)[:want], domains[:want]
-
-
-def batches(blocks: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Split blocks [n, T] into consecutive batches [<=batch_size, T]."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size={batch_size} must be >= 1")
-    return list(blocks.split(batch_size))
+from moelab.data.calibration import batches
 
 
 @torch.no_grad()

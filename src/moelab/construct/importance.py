@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .calibration import batches
+from moelab.data.calibration import batches
 
 
 def neuron_importance(

