@@ -1,4 +1,4 @@
-"""PAD-Net (arXiv 2211.05528): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""PAD-Net (arXiv 2211.05528): its tables and figures (report registry)."""
 
 from __future__ import annotations
 

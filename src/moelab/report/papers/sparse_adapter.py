@@ -1,4 +1,4 @@
-"""SparseAdapter (arXiv 2210.04284): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""SparseAdapter (arXiv 2210.04284): its tables and figures (report registry)."""
 
 from __future__ import annotations
 
