@@ -1,4 +1,4 @@
-"""0-shot downstream average of one construction run, after construction or after CPT (rule construct_eval)."""
+"""0-shot downstream average of one construction run, after construction or CPT (rule construct_eval)."""
 
 from pathlib import Path
 

@@ -1,4 +1,4 @@
-"""Training loss curves, one line per run (rules llama_moe_fig_pretrain_loss, llama_moe_fig_construction_loss)."""
+"""Training loss curves, one per run (rules llama_moe_fig_pretrain_loss, llama_moe_fig_construction_loss)."""
 
 from pathlib import Path
 

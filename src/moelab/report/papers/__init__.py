@@ -33,7 +33,7 @@ TABLES: tuple[TableSpec, ...] = tuple(spec for module in _MODULES.values() for s
 
 
 def _build_outputs() -> dict[str, dict[str, Output]]:
-    """paper -> name -> :class:`Output`: its TABLES, then its EXTRA_OUTPUTS, defaults (rule, caption, heading) filled."""
+    """paper -> name -> :class:`Output`: TABLES, then EXTRA_OUTPUTS; rule, caption and heading defaults filled."""
     out: dict[str, dict[str, Output]] = {}
     for paper, module in _MODULES.items():
         items = {spec.name: Output("table", spec.title, spec=spec) for spec in module.TABLES}

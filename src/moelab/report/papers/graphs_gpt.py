@@ -1,4 +1,4 @@
-"""GraphsGPT (arXiv 2402.02464): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""GraphsGPT (arXiv 2402.02464): its tables and figures (report registry)."""
 
 from __future__ import annotations
 

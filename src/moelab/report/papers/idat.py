@@ -1,4 +1,4 @@
-"""iDAT (arXiv 2403.15750): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""iDAT (arXiv 2403.15750): its tables and figures (report registry)."""
 
 from __future__ import annotations
 

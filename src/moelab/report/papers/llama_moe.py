@@ -1,4 +1,4 @@
-"""LLaMA-MoE (arXiv 2406.16554): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""LLaMA-MoE (arXiv 2406.16554): its tables and figures (report registry)."""
 
 from __future__ import annotations
 
@@ -115,7 +115,7 @@ TABLES: tuple[TableSpec, ...] = (
 )
 
 # Besides TABLES, in index order: the construction ablations (rules/construct_ablation.smk; expensive, own
-# targets, not in `rule all`) and the figures drawn from our data (rules/report.smk, rules/construct_ablation.smk).
+# targets, not in `rule all`) and the figures drawn from our data (rules/report.smk, construct_ablation.smk).
 EXTRA_OUTPUTS: dict[str, Output] = {
     "table_construction": Output(
         "table",

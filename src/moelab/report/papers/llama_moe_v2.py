@@ -1,4 +1,4 @@
-"""LLaMA-MoE v2 (arXiv 2411.15708): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""LLaMA-MoE v2 (arXiv 2411.15708): its tables and figures (report registry)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""MoE compression, Expert Slimming / Trimming (arXiv 2406.02500): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""MoE compression (arXiv 2406.02500): its tables and figures (report registry)."""
 
 from __future__ import annotations
 

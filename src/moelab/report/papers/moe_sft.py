@@ -1,4 +1,4 @@
-"""MoE-SFT, dynamic data mixing for MoE instruction tuning (arXiv 2406.11256): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""MoE-SFT, dynamic data mixing (arXiv 2406.11256): its tables and figures (report registry)."""
 
 from __future__ import annotations
 

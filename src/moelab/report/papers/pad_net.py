@@ -1,9 +1,9 @@
-"""PAD-Net (arXiv 2211.05528): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""PAD-Net (arXiv 2211.05528): its tables and figures (report registry)."""
 
 from __future__ import annotations
 
 from moelab.report.paper_table import Claim, Column, Row, TableSpec
-from moelab.report.papers.common import AVG, AVG_COMMON, LAYOUT_ONLY, Output, task_columns
+from moelab.report.papers.common import AVG, AVG_COMMON, GLUE_TASKS, LAYOUT_ONLY, Output, task_columns
 
 PAD_IMAGENET = TableSpec(
     paper="pad_net",
@@ -33,13 +33,12 @@ PAD_IMAGENET = TableSpec(
     ),
     notes=(LAYOUT_ONLY,),
 )
-GLUE8 = ("cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "qnli", "rte")
 PAD_GLUE = TableSpec(
     paper="pad_net",
     name="table_glue",
     title="PAD-Net on GLUE dev (BERT-base + MoE): published vs ours",
     published_table="glue",
-    columns=(*task_columns(*GLUE8), AVG, AVG_COMMON),
+    columns=(*task_columns(*GLUE_TASKS), AVG, AVG_COMMON),
     rows=(
         Row("BERT-base", published="BERT-base"),
         Row("ours: MoE", published="BERT-base + MoE", ours="moe_text/pad_net"),

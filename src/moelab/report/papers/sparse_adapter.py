@@ -1,18 +1,17 @@
-"""SparseAdapter (arXiv 2210.04284): its tables and figures in the report registry (:mod:`moelab.report.papers`)."""
+"""SparseAdapter (arXiv 2210.04284): its tables and figures (report registry)."""
 
 from __future__ import annotations
 
 from moelab.report.paper_table import Claim, Column, Row, TableSpec
-from moelab.report.papers.common import AVG, AVG_COMMON, LAYOUT_ONLY, Output, task_columns
+from moelab.report.papers.common import AVG, AVG_COMMON, GLUE_TASKS, LAYOUT_ONLY, Output, task_columns
 
-GLUE = ("cola", "sst2", "mrpc", "qqp", "stsb", "mnli", "qnli", "rte")
 SA_DENSE, SA_SPARSE = "ours: Houlsby adapter", "ours: Houlsby + SparseAdapter"
 SPARSE_ADAPTER_GLUE = TableSpec(
     paper="sparse_adapter",
     name="table_glue",
     title="SparseAdapter on GLUE (RoBERTa-base): published vs ours",
     published_table="glue",
-    columns=(*task_columns(*GLUE), AVG, AVG_COMMON),
+    columns=(*task_columns(*GLUE_TASKS), AVG, AVG_COMMON),
     rows=(
         Row("full fine-tuning", published="full fine-tuning"),
         Row(SA_DENSE, published="Houlsby adapter", ours="adapter_dense/sparse_adapter"),
