@@ -5,7 +5,7 @@ from .build import VARIANT_KEYS, Construction, construct_moe, construct_variant,
 from .calibration import mlp_inputs
 from .clustering import balanced_kmeans, clustering_split
 from .coactivation import coactivation_counts, coactivation_split
-from .convert import dense_to_moe, init_router_
+from .convert import dense_to_moe
 from .importance import cluster_importance, neuron_importance
 from .partition import (
     check_partition,
@@ -23,7 +23,7 @@ from .registry import (
     SHARED_EXPERT_METHODS,
     partition_for,
 )
-from .router_init import ROUTER_INITS, init_routers
+from .router_init import ROUTER_INITS, init_router_, init_routers
 from .sequential import sequential_split
 from .sharing import balanced_assignment, sharing_inner_split, sharing_inter_split
 from .text_clusters import cluster_blocks, embed_texts, kmeans_labels

@@ -11,7 +11,8 @@ from transformers import LlamaForCausalLM
 
 from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
 
-from .convert import _DROP_KEYS, init_router_
+from .convert import _DROP_KEYS
+from .router_init import init_router_
 
 
 @torch.no_grad()

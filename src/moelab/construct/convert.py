@@ -4,13 +4,12 @@ Expert e of layer l owns neurons S_e of the dense FFN: rows S_e of gate_proj and
 down_proj. Everything else (embeddings, attention, norms, lm_head, tying) is copied unchanged.
 """
 
-import math
-
 import torch
-from torch import nn
 from transformers import LlamaForCausalLM
 
 from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM, dense_layer_types
+
+from .router_init import init_router_
 
 # Keys of the dense config that describe the checkpoint, not the architecture.
 _DROP_KEYS = (
@@ -48,17 +47,6 @@ def _check_partition(partition, num_layers: int, intermediate_size: int) -> list
             row.append(idx)
         out.append(row)
     return out
-
-
-def init_router_(router: nn.Module, generator: torch.Generator) -> None:
-    """Initialise a router in place: gate-network Linear weights ~ kaiming-uniform(a=sqrt(5)) (torch's nn.Linear
-    default, as the LLaMA-MoE "mlp" gate upstream), noise weights (if any) zero (LLaMA-MoE upstream)."""
-    for name, module in router.named_modules():
-        if isinstance(module, nn.Linear):
-            if name == "weight_noise":
-                nn.init.zeros_(module.weight)
-            else:
-                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
 
 
 @torch.no_grad()

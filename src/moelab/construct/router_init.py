@@ -1,7 +1,7 @@
 """Router initialisation of a converted MoE: random (Kaiming), zero, or balanced k-means centroids.
 
 - "random": Kaiming-uniform gate networks (torch's nn.Linear default), the LLaMA-MoE / v2 default
-  (`moelab.construct.init_router_`).
+  (:func:`init_router_`, also used for the routers of a fresh conversion and of attention MoE).
 - "zero": every gate-network weight 0, so all experts get the same logit: routing starts uniform and the
   choice among equal logits is left to the noisy router's noise in training (torch.topk order otherwise).
 - "kmeans": LLaMA-MoE v2 "gradient split plus": the MLP inputs of each layer on calibration text are
@@ -13,14 +13,26 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
 from .clustering import balanced_kmeans
-from .convert import init_router_
 
 ROUTER_INITS = ("random", "zero", "kmeans")
+
+
+def init_router_(router: nn.Module, generator: torch.Generator) -> None:
+    """Initialise a router in place: gate-network Linear weights ~ kaiming-uniform(a=sqrt(5)) (torch's nn.Linear
+    default, as the LLaMA-MoE "mlp" gate upstream), noise weights (if any) zero (LLaMA-MoE upstream)."""
+    for name, module in router.named_modules():
+        if isinstance(module, nn.Linear):
+            if name == "weight_noise":
+                nn.init.zeros_(module.weight)
+            else:
+                nn.init.kaiming_uniform_(module.weight, a=math.sqrt(5), generator=generator)
 
 
 def _gate_linears(router: nn.Module) -> list[nn.Linear]:
