@@ -9,6 +9,7 @@ from transformers import LlamaForCausalLM
 
 from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM, dense_layer_types
 
+from .partition import check_partition
 from .router_init import init_router_
 
 # Keys of the dense config that describe the checkpoint, not the architecture.
@@ -23,29 +24,22 @@ _DROP_KEYS = (
 
 
 def _check_partition(partition, num_layers: int, intermediate_size: int) -> list[list[torch.Tensor]]:
-    """Validate partition[layer][expert] -> LongTensor of neuron ids; return it as int64 tensors."""
+    """Validate partition[layer][expert] -> neuron ids (any int sequence, any order); return int64 tensors.
+
+    The shape checks (one row per layer, the same number of experts in each) are made here; the per-expert ones
+    (non-empty, unique, in range) by `partition.check_partition`, the one validator of neuron sets. Sets may
+    overlap (shared neurons) and need not cover the FFN. Raises ValueError naming the layer and expert.
+    """
     if len(partition) != num_layers:
         raise ValueError(
             f"partition has {len(partition)} layers, the dense model has num_hidden_layers={num_layers}"
         )
     num_experts = len(partition[0])
-    out = []
     for layer, experts in enumerate(partition):
         if len(experts) != num_experts:
             raise ValueError(f"partition[{layer}] has {len(experts)} experts, partition[0] has {num_experts}")
-        row = []
-        for e, idx in enumerate(experts):
-            idx = torch.as_tensor(idx, dtype=torch.long).reshape(-1)
-            if idx.numel() == 0:
-                raise ValueError(f"partition[{layer}][{e}] is empty")
-            if idx.min() < 0 or idx.max() >= intermediate_size:
-                raise ValueError(
-                    f"partition[{layer}][{e}] has neuron ids outside [0, intermediate_size={intermediate_size})"
-                )
-            if idx.unique().numel() != idx.numel():
-                raise ValueError(f"partition[{layer}][{e}] repeats neuron ids")
-            row.append(idx)
-        out.append(row)
+    out = [[torch.as_tensor(idx, dtype=torch.long).reshape(-1) for idx in experts] for experts in partition]
+    check_partition([[idx.sort().values for idx in row] for row in out], intermediate_size, exact_cover=False)
     return out
 
 

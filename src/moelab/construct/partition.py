@@ -54,7 +54,9 @@ def check_partition(partition, intermediate_size: int, exact_cover: bool = True)
             if not torch.equal(idx, idx.unique()):  # unique() sorts
                 raise ValueError(f"partition[{layer}][{e}] is not sorted or repeats neuron ids")
             if idx[0] < 0 or idx[-1] >= intermediate_size:
-                raise ValueError(f"partition[{layer}][{e}] has ids outside [0, {intermediate_size})")
+                raise ValueError(
+                    f"partition[{layer}][{e}] has ids outside [0, intermediate_size={intermediate_size})"
+                )
         if exact_cover:
             flat = torch.cat(list(experts)).sort().values
             if not torch.equal(flat, torch.arange(intermediate_size)):
