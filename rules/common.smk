@@ -42,6 +42,13 @@ def pretrain_data():
     return expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"])
 
 
+def reference_input(wildcards=None):
+    """{"reference": the dense model's measured held-out loss} unless pretrain.mixture.reference_loss fixes it."""
+    if (config["pretrain"].get("mixture") or {}).get("reference_loss"):
+        return {}
+    return {"reference": "results/pretrain/reference_loss.json"}
+
+
 def sft_data():
     """The instruction data files, one JSONL per data set of data.sft_domains."""
     return expand("resources/data/sft/{domain}.jsonl", domain=config["data"]["sft_domains"])

@@ -58,6 +58,7 @@ rule construct_method:
 
 rule construct_cpt:
     input:
+        unpack(reference_input),
         model=f"{CONSTRUCT_DIR}/model",
         data=pretrain_data(),
     output:

@@ -1,18 +1,49 @@
-# Stage 3: continual pre-training on packed domain sequences with static domain weights.
+# Stage 3: continual pre-training on packed domain sequences drawn by a data mixture (pretrain.mixture:
+# static weights or Sheared-LLaMA dynamic batch loading). Every mixture.eval_interval steps an evaluation
+# round measures the held-out loss per domain (results/pretrain/rounds.csv); rule reference_loss measures the
+# dense model's, the reference a dynamic mixture compares with (unless mixture.reference_loss fixes it).
 # Checkpoints live outside the rule's outputs (results/checkpoints/pretrain) so a killed job resumes.
 # scripts/train.py writes the run's resolved config (results/pretrain/train_config.json) and runs
 # `python -m moelab.train` on it: in the job (launcher kind none) or as launcher.num_processes processes under
 # torchrun / accelerate launch (DDP, or FSDP for 7-8B models) inside the job; gpu = num_processes.
 
 
+rule reference_loss:
+    input:
+        model=DENSE,
+        data=pretrain_data(),
+    output:
+        "results/pretrain/reference_loss.json",
+    params:
+        seq_len=config["pretrain"]["seq_len"],
+        seed=config["seed"],
+        dtype=config["dtype"],
+        device=config["device"],
+    log:
+        "logs/pretrain/reference_loss.log",
+    benchmark:
+        "benchmarks/runs/pretrain/reference_loss.tsv"
+    threads: MAX_THREADS
+    resources:
+        mem_mb=8000,
+        runtime=60,
+        gpu=1 if config["device"] == "cuda" else 0,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../scripts/reference_loss.py"
+
+
 rule pretrain:
     input:
+        unpack(reference_input),
         model="results/models/moe",
         data=pretrain_data(),
     output:
         config="results/pretrain/train_config.json",
         model=directory("results/models/pretrain"),
         log_csv="results/pretrain/log.csv",
+        rounds="results/pretrain/rounds.csv",
     params:
         **train_params("pretrain", ckpt_dir="results/checkpoints/pretrain"),
     log:

@@ -5,6 +5,7 @@ written as the rule's first output; ``moelab.train.run_training`` (what ``python
 runs) trains in this job's process or launches ``launcher.num_processes`` processes of it.
 """
 
+import json
 from pathlib import Path
 
 from moelab.provenance import Provenance
@@ -14,6 +15,19 @@ from moelab.train.launch import run_training
 
 sm = snakemake  # noqa: F821
 p = sm.params
+
+
+def pretrain_run_fields(sm) -> dict:
+    """pretrain: the measured reference loss (input `reference`) and the rounds CSV (output `rounds`)."""
+    if p.stage != "pretrain":
+        return {}
+    ref = sm.input.reference if "reference" in sm.input.keys() else None
+    return {
+        "reference_loss": json.loads(Path(ref).read_text())["loss"] if ref else None,
+        "rounds_csv": sm.output.rounds if "rounds" in sm.output.keys() else None,
+    }
+
+
 log = setup(sm.log[0], sm.threads, p.seed)
 cfg = TrainRunConfig.from_section(
     p.train,
@@ -30,9 +44,12 @@ cfg = TrainRunConfig.from_section(
     threads=sm.threads,
     launcher=p.launcher,
     discard_checkpoints=p.discard_checkpoints,
+    **pretrain_run_fields(sm),
 )
 prov = Provenance(
-    config={**p.train, "launcher": p.launcher}, inputs=[sm.input.model, *sm.input.data], seed=p.seed
+    config={**p.train, "launcher": p.launcher},
+    inputs=[sm.input.model, *sm.input.data, *([sm.input.reference] if "reference" in sm.input.keys() else [])],
+    seed=p.seed,
 )
 summary = run_training(cfg.write(sm.output.config), log_path=sm.log[0])
 log.info("%s summary: %s", sm.rule, summary)

@@ -5,6 +5,7 @@ released checkpoints store them); the converted model is checked against the ups
 below, independently of our modules.
 """
 
+import csv
 import json
 
 import pytest
@@ -253,8 +254,9 @@ def test_two_stage_sft_continues_stage_one(tmp_path):
     assert not (wf / "results/models/pretrain").exists()
 
     def drawn(log):
-        rows = (wf / log).read_text().strip().splitlines()[1:]
-        return len(rows), {d for r in rows for d in r.rsplit(",", 1)[1].split()}
+        with open(wf / log, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        return len(rows), {d for r in rows for d in r["domains"].split()}
 
     assert drawn("results/sft_stage1/log.csv") == (2, {"math"})
     summary = json.loads((wf / "results/models/sft_stage1/train_summary.json").read_text())

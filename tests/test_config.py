@@ -48,6 +48,8 @@ def test_shipped_configs_validate(path):
         (lambda c: c.update(colour="blue"), "colour"),
         (lambda c: c["pretrain"].update(stepz=3), "stepz"),
         (lambda c: c["evaluate"].update(limit="ten"), "ten"),
+        (lambda c: c["pretrain"]["mixture"].update(strategy="doremi"), "doremi"),
+        (lambda c: c["pretrain"]["mixture"].update(eta=-1.0), "eta"),
     ],
 )
 def test_schema_errors_name_the_key(mutate, needle):
@@ -65,6 +67,16 @@ def test_schema_errors_name_the_key(mutate, needle):
         (lambda c: c["sft"]["domain_weights"].update(poetry=1.0), "poetry"),
         (lambda c: c["compress"].update(calib_domain="math"), "compress.calib_domain"),
         (lambda c: c["model"].update(source="pretrained"), "model.pretrained"),
+        (
+            lambda c: c["pretrain"]["mixture"].update(reference_loss={"web": 4.0}),
+            "pretrain.mixture.reference_loss has no value for domain 'books'",
+        ),
+        (
+            lambda c: c["pretrain"]["mixture"].update(
+                reference_loss={"web": 1, "code": 1, "books": 1, "wiki": 1, "cc": 1}
+            ),
+            "reference_loss names 'cc'",
+        ),
     ],
 )
 def test_cross_field_errors_name_the_key(mutate, needle):

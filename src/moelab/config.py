@@ -33,6 +33,12 @@ def check_config(cfg: dict) -> None:
                 )
         if sum(train_section(cfg, section)["domain_weights"].values()) <= 0:
             raise ConfigError(f"{name}.domain_weights must have a positive sum")
+    from moelab.mixture import check_mixture_spec  # torch-free (mixture.strategies)
+
+    try:
+        check_mixture_spec(cfg["pretrain"].get("mixture") or {}, sorted(domains))
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
     calib = cfg["compress"].get("calib_domain", "web")
     if calib not in domains:
         raise ConfigError(

@@ -143,7 +143,8 @@ def run_program(
         program: the full program text (e.g. HumanEval prompt + completion + test + `check(entry_point)`).
         timeout_s: wall-clock limit in seconds; the process group is killed when it is reached.
         memory_mb: address-space limit (RLIMIT_AS) in MiB.
-        cpu_s: CPU-time limit (RLIMIT_CPU) in seconds; default ceil(timeout_s).
+        cpu_s: CPU-time limit (RLIMIT_CPU) in seconds; default ceil(timeout_s) + 1, so that a single-threaded
+            busy loop reaches the wall-clock limit first (at ceil(timeout_s) the two raced).
         max_output_bytes: the largest file the program may write, its stdout/stderr included (RLIMIT_FSIZE).
         isolate_network: run under `unshare -n` when available (the audit hook blocks sockets regardless).
     Returns:
@@ -156,7 +157,7 @@ def run_program(
             f"sandbox limits must be positive: timeout_s={timeout_s}, memory_mb={memory_mb}, "
             f"cpu_s={cpu_s}, max_output_bytes={max_output_bytes}"
         )
-    cpu_s = cpu_s or max(1, int(-(-timeout_s // 1)))
+    cpu_s = cpu_s or int(-(-timeout_s // 1)) + 1  # one second past the wall limit: a busy loop times out
     use_netns = isolate_network and network_namespace_available()
     parent = Path(tempfile.mkdtemp(prefix="moelab_sandbox_"))
     try:

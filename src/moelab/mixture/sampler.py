@@ -15,38 +15,25 @@ the weights, and per batch row a source drawn from Categorical(weights), then th
 
 from __future__ import annotations
 
-import math
 import zlib
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 
+from moelab.mixture.base import normalise
+
 
 def normalise_domain_weights(
     weights: dict[str, float], domains: list[str], what: str = "weights"
 ) -> np.ndarray:
-    """Validate domain weights and return them normalised to sum 1, as float64 [len(domains)] in that order.
+    """:func:`moelab.mixture.base.normalise` as float64 [len(domains)] in the order of ``domains``.
 
     Raises:
-        ValueError: a key that is not a domain, a domain without a weight, a negative or non-finite
-            weight, or a zero sum (the message starts with ``what`` and names the domain).
+        ValueError: as :func:`moelab.mixture.base.normalise` (names the domain).
     """
-    for key in weights:
-        if key not in domains:
-            raise ValueError(f"{what}: unknown domain {key!r} in weights; domains are {domains}")
-    for key in domains:
-        if key not in weights:
-            raise ValueError(
-                f"{what}: weights lack domain {key!r}; give every domain a weight (0 to skip it)"
-            )
-    w = np.array([float(weights[k]) for k in domains], dtype=np.float64)
-    bad = [k for k, v in zip(domains, w, strict=True) if not math.isfinite(v) or v < 0]
-    if bad:
-        raise ValueError(f"{what}: weights of {bad} must be finite and non-negative, got {weights}")
-    if w.sum() <= 0:
-        raise ValueError(f"{what}: weights must have a positive sum, got {weights}")
-    return w / w.sum()
+    w = normalise(weights, domains, what)
+    return np.array([w[k] for k in domains], dtype=np.float64)
 
 
 class Sampler(Protocol):

@@ -174,6 +174,16 @@ class TrainRunConfig(TrainConfig):
     """pretrain: tokens per packed block."""
     max_len: int | None = None
     """sft: max tokens per chat example (longer ones are cut)."""
+    mixture: dict | None = None
+    """pretrain: the data mixture strategy (config ``pretrain.mixture``: strategy, init, eval_interval, eta,
+    smoothing, reference_loss; ``moelab.mixture.make_mixture``); None = static ``domain_weights``, held-out
+    loss measured every 10 steps."""
+    reference_loss: dict[str, float] | None = None
+    """pretrain: the measured reference loss per domain (nats/token; the dense model's held-out loss, rule
+    ``reference_loss``), used by dynamic mixtures unless ``mixture.reference_loss`` gives fixed values."""
+    rounds_csv: str | None = None
+    """pretrain: CSV of the evaluation rounds (step, tokens, domain, held-out loss, reference, weight); None =
+    not written."""
     discard_checkpoints: bool = False
     """Delete ``ckpt_dir`` once the run has finished (ablation runs: only needed to resume a killed job)."""
 
@@ -190,6 +200,8 @@ class TrainRunConfig(TrainConfig):
             raise ValueError(f"train config: stage {self.stage} needs {length}")
         if getattr(self, other) is not None:
             raise ValueError(f"train config: {other} is not a setting of stage {self.stage}")
+        if self.stage != "pretrain" and self.mixture is not None:
+            raise ValueError(f"train config: mixture is not a setting of stage {self.stage}")
         if int(self.batch_size) < 1:
             raise ValueError(f"train config: batch_size must be a positive integer, got {self.batch_size}")
 
@@ -254,7 +266,7 @@ class TrainRunConfig(TrainConfig):
 # fields describing the run (where, what, how launched), not how it trains: never in a config section
 _RUN_FIELDS = frozenset(
     {"stage", "model", "data", "out_dir", "log_csv", "ckpt_dir", "summary", "seed", "device", "dtype",
-     "threads", "launcher", "discard_checkpoints"}
+     "threads", "launcher", "discard_checkpoints", "reference_loss", "rounds_csv"}
 )  # fmt: skip
 
 

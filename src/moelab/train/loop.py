@@ -45,6 +45,8 @@ LOG_FIELDS = (
     "tokens_per_s",
     "elapsed_s",
     "domains",
+    "domain_loss",
+    "weights",
 )
 
 
@@ -65,6 +67,11 @@ class SamplerSource:
 
     def __init__(self, sampler):
         self.sampler = sampler
+
+    @property
+    def weights(self) -> dict[str, float]:
+        """The sampler's current source weights (what the step log records)."""
+        return self.sampler.weights
 
     def state_dict(self) -> dict:
         return self.sampler.state_dict()
@@ -168,9 +175,14 @@ def train(
         t0 = time.time()
         elapsed0 = float(rows[-1]["elapsed_s"]) if rows else 0.0
         run_tokens = 0
+        # evaluation rounds (pretraining: held-out loss per domain, dynamic mixture update) before a step
+        round_fn = getattr(source, "evaluation_round", None)
+        eval_model = model if is_fsdp(acc) else unwrapped  # FSDP shards only run inside their wrapper
         steps = range(start, cfg.steps)
         bar = tqdm(steps, initial=start, total=cfg.steps, desc="train", mininterval=5, disable=not main)
         for step in bar:
+            if round_fn is not None:
+                round_fn(step, eval_model, acc.device)
             lr = lr_at(step, cfg)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -190,7 +202,9 @@ def train(
                 optimizer.zero_grad(set_to_none=True)
                 acc.backward(loss)
                 loss_v, lm_v, aux_v = loss.item(), lm_loss(unwrapped, out), aux_value(out)
+                by_domain = domain_row_losses(out.logits, batch["labels"], domains) if domains else {}
             else:
+                by_domain = {}  # per-row losses are not gathered over micro-batches / processes
                 loss_v, lm_v, aux_v = _accumulate(model, unwrapped, optimizer, acc, batch, cfg, world, rank)
                 if not math.isfinite(loss_v):
                     raise FloatingPointError(f"non-finite training loss {loss_v} at step {step}")
@@ -210,6 +224,8 @@ def train(
                 "tokens_per_s": round(run_tokens / max(dt, 1e-9), 1),
                 "elapsed_s": round(elapsed0 + dt, 2),
                 "domains": " ".join(sorted(set(domains))) if domains else "",
+                "domain_loss": _pairs(by_domain, 4),
+                "weights": _pairs(getattr(source, "weights", None) or {}, 4),
             }
             if main:
                 writer.writerow(row)
@@ -222,6 +238,8 @@ def train(
                 )  # fmt: skip
                 if on_checkpoint:
                     on_checkpoint(step + 1)
+        if round_fn is not None:
+            round_fn(cfg.steps, eval_model, acc.device)  # the round after the last step
     finally:
         if fh is not None:
             fh.close()
@@ -237,6 +255,34 @@ def train(
         "processes": world,
         "config": asdict(cfg),
     }
+
+
+@torch.no_grad()
+def domain_row_losses(logits: torch.Tensor, labels: torch.Tensor, domains: list[str]) -> dict[str, float]:
+    """Mean next-token loss (nats/token) of the rows of each domain in a batch.
+
+    Args:
+        logits: FloatTensor [B, T, V] (the model's output; position t predicts token t + 1).
+        labels: LongTensor [B, T], -100 = not scored.
+        domains: B names, the domain of each row.
+    Returns:
+        domain -> token-weighted mean loss over that domain's rows (domains without scored tokens are left out).
+    """
+    logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
+    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    mask = labels != -100
+    out = {}
+    for name in sorted(set(domains)):
+        rows = torch.tensor([d == name for d in domains], device=nll.device)
+        n = mask[rows].sum()
+        if n > 0:
+            out[name] = float(nll[rows].sum() / n)
+    return out
+
+
+def _pairs(d: dict[str, float], digits: int) -> str:
+    """``{"web": 0.8531, ...}`` -> ``"web=0.8531 ..."`` (a step-log cell)."""
+    return " ".join(f"{k}={round(float(v), digits)}" for k, v in sorted(d.items()))
 
 
 def _accumulate(model, unwrapped, optimizer, acc, batch: dict, cfg: TrainConfig, world: int, rank: int):
