@@ -12,4 +12,6 @@ losses = held_out_losses(sm.input.model, {f.split("/")[-1].removesuffix(".jsonl"
                          seq_len=p.seq_len, dtype=p.dtype, device=p.device)  # fmt: skip
 log.info("reference loss per domain (nats/token): %s", losses)
 write_json(sm.output[0], {"loss": losses, "seq_len": p.seq_len, "model": sm.input.model})
-Provenance(config={"seq_len": p.seq_len}, inputs=[sm.input.model, *sm.input.data], seed=p.seed).write(sm.output[0])
+Provenance(config={"seq_len": p.seq_len}, inputs=[sm.input.model, *sm.input.data], seed=p.seed).write(
+    sm.output[0]
+)

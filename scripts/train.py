@@ -48,7 +48,11 @@ cfg = TrainRunConfig.from_section(
 )
 prov = Provenance(
     config={**p.train, "launcher": p.launcher},
-    inputs=[sm.input.model, *sm.input.data, *([sm.input.reference] if "reference" in sm.input.keys() else [])],
+    inputs=[
+        sm.input.model,
+        *sm.input.data,
+        *([sm.input.reference] if "reference" in sm.input.keys() else []),
+    ],
     seed=p.seed,
 )
 summary = run_training(cfg.write(sm.output.config), log_path=sm.log[0])

@@ -52,7 +52,9 @@ def test_dynamic_run_moves_weight_to_the_domain_above_its_reference(tmp_path, ti
     assert w[(4, "a")] == pytest.approx(1e-4 / 2, rel=1e-3)  # sheared_llama's floor c/K, c = 1e-4, K = 2
     assert summary["final_weights"]["b"] == pytest.approx(w[(6, "b")])
     log = rows(tmp_path / "run" / "log.csv")
-    assert log[0]["weights"] == "a=0.5 b=0.5" and log[-1]["weights"] == "a=0.0001 b=1.0"  # 4 digits: c/K = 5e-5
+    assert (
+        log[0]["weights"] == "a=0.5 b=0.5" and log[-1]["weights"] == "a=0.0001 b=1.0"
+    )  # 4 digits: c/K = 5e-5
     cell = dict(kv.split("=") for kv in log[0]["domain_loss"].split())
     assert set(cell) <= {"a", "b"} and all(0 < float(v) < 20 for v in cell.values())
 

@@ -269,7 +269,9 @@ def domain_row_losses(logits: torch.Tensor, labels: torch.Tensor, domains: list[
         domain -> token-weighted mean loss over that domain's rows (domains without scored tokens are left out).
     """
     logits, labels = logits[:, :-1].float(), labels[:, 1:].to(logits.device)
-    nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100, reduction="none")
+    nll = torch.nn.functional.cross_entropy(
+        logits.transpose(1, 2), labels, ignore_index=-100, reduction="none"
+    )
     mask = labels != -100
     out = {}
     for name in sorted(set(domains)):

@@ -68,13 +68,19 @@ class PretrainSource:
         losses = domain_losses(model, self.val_blocks, device)
         model.train()
         if self.mixture.dynamic and 0 < step < self.steps:
-            self.sampler.set_weights(self.mixture.update({"step": step, "losses": losses, "reference": self.reference}))
+            self.sampler.set_weights(
+                self.mixture.update({"step": step, "losses": losses, "reference": self.reference})
+            )
         self.rounds.append(
             {"step": step, "tokens": step * self.tokens_per_step, "losses": losses, "weights": self.weights}
         )
 
     def state_dict(self) -> dict:
-        return {"sampler": self.sampler.state_dict(), "mixture": self.mixture.state_dict(), "rounds": self.rounds}
+        return {
+            "sampler": self.sampler.state_dict(),
+            "mixture": self.mixture.state_dict(),
+            "rounds": self.rounds,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         self.sampler.load_state_dict(state["sampler"])
