@@ -21,6 +21,7 @@ include: "rules/evaluate.smk"
 include: "rules/routing.smk"
 include: "rules/report.smk"
 include: "rules/construct_ablation.smk"
+include: "rules/filter.smk"
 
 
 rule all:

