@@ -45,6 +45,7 @@ def check_config(cfg: dict) -> None:
             f"compress.calib_domain={calib!r} is not in data.pretrain_domains {sorted(domains)}"
         )
     check_launcher(cfg)
+    cpt_ablation_runs(cfg)
     m = cfg["model"]
     needed = {"gguf": ("gguf_package", "gguf_file"), "pretrained": ("pretrained",), "tiny": ("tiny",)}[
         m["source"]
@@ -142,6 +143,73 @@ def ablation_runs(cfg: dict) -> dict[str, dict]:
                 f"construct_ablation.{table} names unknown run(s) {missing}; runs: methods and variants {sorted(runs)}"
             )
     return runs
+
+
+CPT_ABLATION_TABLES = ("sampling", "filtering")
+_MIXTURE_RUN_KEYS = ("strategy", "init", "eta", "smoothing")
+
+
+def cpt_ablation_runs(cfg: dict) -> dict[str, dict]:
+    """Every training run of the CPT data ablations: ``"<run>/seed<seed>"`` -> its settings.
+
+    Each run of ``cpt_ablation.runs`` trains with the first of ``cpt_ablation.seeds``; the runs in
+    ``cpt_ablation.headline`` with every seed. A run's ``domain_weights`` (default: ``pretrain.domain_weights``)
+    and mixture keys override the ``pretrain:`` settings; its ``filter`` picks the corpora
+    (``none`` = ``resources/data/pretrain``; else ``resources/data/pretrain_filtered/<filter>``).
+
+    Returns:
+        id -> {"run", "seed", "filter", "train": overrides of the pretrain section (steps, domain_weights,
+        mixture)}.
+
+    Raises:
+        ConfigError: a headline or table list naming an unknown run, weights naming an unknown domain,
+            or a bad mixture setting (names the key).
+    """
+    from moelab.mixture import check_mixture_spec  # torch-free (mixture.strategies)
+
+    a = cfg.get("cpt_ablation") or {}
+    runs = a.get("runs") or {}
+    for key in ("headline", *CPT_ABLATION_TABLES):
+        missing = [r for r in a.get(key, []) if r not in runs]
+        if missing:
+            raise ConfigError(f"cpt_ablation.{key} names unknown run(s) {missing}; runs: {sorted(runs)}")
+    domains = cfg["data"]["pretrain_domains"]
+    base = train_section(cfg, "pretrain")
+    seeds = a.get("seeds") or [cfg["seed"]]
+    out: dict[str, dict] = {}
+    for name, spec in runs.items():
+        given = dict(spec.get("domain_weights") or base["domain_weights"])
+        unknown = [d for d, w in given.items() if d not in domains and w != 0]
+        if unknown:
+            raise ConfigError(
+                f"cpt_ablation.runs.{name}.domain_weights names {unknown}, not in data.pretrain_domains {domains}"
+                " (weight 0 leaves it out)"
+            )
+        missing = [d for d in domains if d not in given]
+        if missing:
+            raise ConfigError(
+                f"cpt_ablation.runs.{name}.domain_weights has no weight for {missing} (0 to skip)"
+            )
+        weights = {d: float(given[d]) for d in domains}
+        mixture = {
+            **(base.get("mixture") or {}),
+            "strategy": "static",  # a run names its own strategy and init; the main run's do not carry over
+            "init": "weights",
+            "eval_interval": a.get("eval_interval", 5),
+            **{k: spec[k] for k in _MIXTURE_RUN_KEYS if k in spec},
+        }
+        try:
+            check_mixture_spec(mixture, domains, where=f"cpt_ablation.runs.{name}")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        for seed in seeds if name in a.get("headline", []) else seeds[:1]:
+            out[f"{name}/seed{seed}"] = {
+                "run": name,
+                "seed": int(seed),
+                "filter": spec.get("filter", "none"),
+                "train": {"steps": a.get("steps", 40), "domain_weights": weights, "mixture": mixture},
+            }
+    return out
 
 
 # The domains the local (PyPI) extractors know; moelab.data.local.PRETRAIN_DOMAINS / SFT_DOMAINS (a test
