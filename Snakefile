@@ -22,6 +22,7 @@ include: "rules/routing.smk"
 include: "rules/report.smk"
 include: "rules/construct_ablation.smk"
 include: "rules/filter.smk"
+include: "rules/cpt_ablation.smk"
 
 
 rule all:

@@ -2,7 +2,7 @@
 import os
 from dataclasses import asdict
 
-from moelab.config import check_config, train_section
+from moelab.config import check_config, cpt_ablation_runs, train_section
 from moelab.evaluate.plan import STAGES, paper_plan, planned_tasks
 from moelab.train.config import LauncherConfig
 
@@ -131,3 +131,33 @@ def filter_settings(wildcards):
 def scores_fluency(wildcards):
     """Whether the {filter} wildcard runs the dense model (fluency, both) or only its tokenizer (ads)."""
     return "fluency" in FILTER_STEPS[wildcards.filter]
+
+
+# CPT data ablations (rules/cpt_ablation.smk): run/seed<seed> -> its settings (moelab.config.cpt_ablation_runs).
+CPT_ABLATION = config.get("cpt_ablation", {})
+CPT_RUNS = cpt_ablation_runs(config)
+CPT_DIR = "results/cpt_ablation/{cpt_run}/seed{seed}"
+CPT_EVAL_DATA = expand("resources/data/eval/{task}", task=CPT_ABLATION.get("tasks", []))
+
+
+def cpt_run(wildcards):
+    """The settings of run {cpt_run}/seed{seed} (moelab.config.cpt_ablation_runs)."""
+    return CPT_RUNS[f"{wildcards.cpt_run}/seed{wildcards.seed}"]
+
+
+def cpt_run_data(wildcards):
+    """The corpora run {cpt_run} trains on: raw, or filtered by its `filter`."""
+    kind = cpt_run(wildcards)["filter"]
+    root = "resources/data/pretrain" if kind == "none" else f"resources/data/pretrain_filtered/{kind}"
+    return expand(f"{root}/{{domain}}.jsonl", domain=config["data"]["pretrain_domains"])
+
+
+def cpt_run_files(name, runs):
+    """results/cpt_ablation/<run>/seed<seed>/<name> of every trained seed of each run in `runs`."""
+    return [f"results/cpt_ablation/{key}/{name}" for key in CPT_RUNS if CPT_RUNS[key]["run"] in runs]
+
+
+def cpt_dynamic_runs(runs):
+    """The runs of `runs` whose mixture is dynamic (a strategy other than static)."""
+    specs = CPT_ABLATION.get("runs", {})
+    return [r for r in runs if specs[r].get("strategy", "static") != "static"]
