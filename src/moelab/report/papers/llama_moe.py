@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from moelab.report.paper_table import Claim, Column, Row, TableSpec
-from moelab.report.papers.common import AVG, AVG_COMMON, LAYOUT_ONLY, VARIANT_TABLE, Output, task_columns
+from moelab.report.papers.common import AVG, AVG_COMMON, VARIANT_TABLE, Output, task_columns
 
 LLAMA_MOE_TASKS = (
     "sciq", "piqa", "winogrande", "arc_easy", "arc_challenge", "hellaswag",
@@ -61,57 +61,9 @@ LLAMA_MOE_SFT = TableSpec(
         ),
     ),
 )
-LLAMA_MOE_SAMPLING = TableSpec(
-    paper="llama_moe",
-    name="table_sampling",
-    title="LLaMA-MoE ablation: domain sampling strategies during CPT",
-    published_table="sampling",
-    columns=(
-        Column("loss", kind="extra", unit="nats", label="loss after N tokens", higher_is_better=False),
-        Column("average", kind="eval_average", label="downstream average"),
-    ),
-    rows=(
-        Row("uniform", published="uniform", ours="pretrain_uniform/llama_moe"),
-        Row("static LLaMA mix", published="static LLaMA mix", ours="pretrain_llama_mix/llama_moe"),
-        Row(
-            "ours: static Sheared-LLaMA mix", published="static Sheared-LLaMA mix", ours="pretrain/llama_moe"
-        ),
-        Row(
-            "dynamic (Sheared-LLaMA)", published="dynamic (Sheared-LLaMA)", ours="pretrain_dynamic/llama_moe"
-        ),
-    ),
-    claims=(
-        Claim(
-            "static Sheared-LLaMA weights converge faster than dynamic sampling.",
-            "ours: static Sheared-LLaMA mix",
-            "dynamic (Sheared-LLaMA)",
-        ),
-    ),
-    notes=(
-        LAYOUT_ONLY,
-        "Our main CPT run uses config pretrain.domain_weights (default: the Sheared-LLaMA mix).",
-    ),
-)
-LLAMA_MOE_FILTERING = TableSpec(
-    paper="llama_moe",
-    name="table_filtering",
-    title="LLaMA-MoE ablation: data filtering during CPT",
-    published_table="filtering",
-    columns=LLAMA_MOE_SAMPLING.columns,
-    rows=(
-        Row("ours: no filtering", published="no filtering", ours="pretrain/llama_moe"),
-        Row("advertisement removal", published="advertisement removal", ours="pretrain_adfilter/llama_moe"),
-        Row("fluency filtering", published="fluency filtering", ours="pretrain_fluency/llama_moe"),
-    ),
-    claims=(Claim("fluency filtering helps CPT.", "fluency filtering", "ours: no filtering"),),
-    notes=(LAYOUT_ONLY, "Our CPT data are not filtered."),
-)
-
 TABLES: tuple[TableSpec, ...] = (
     LLAMA_MOE_MAIN,
     LLAMA_MOE_SFT,
-    LLAMA_MOE_SAMPLING,
-    LLAMA_MOE_FILTERING,
 )
 
 # Besides TABLES, in index order: the construction ablations (rules/construct_ablation.smk; expensive, own
@@ -143,7 +95,36 @@ EXTRA_OUTPUTS: dict[str, Output] = {
         heading="Continual pre-training per construction",
     ),
 }
+# The CPT data ablations (rules/cpt_ablation.smk; a dozen CPT runs, own target, not in `rule all`).
+CPT_ABLATION = {"in_all": False, "target": "llama_moe_sampling"}
+CPT_TABLE = {**CPT_ABLATION, "rule": "cpt_ablation_table", "caption": "llama_moe_cpt_ablation_table.rst"}
+EXTRA_OUTPUTS.update(
+    {
+        "table_sampling": Output(
+            "table",
+            "Domain sampling strategies during CPT",
+            heading="LLaMA-MoE ablation: domain sampling during CPT",
+            **CPT_TABLE,
+        ),
+        "table_filtering": Output(
+            "table",
+            "Data filtering during CPT",
+            heading="LLaMA-MoE ablation: data filtering during CPT",
+            **CPT_TABLE,
+        ),
+        "fig_sampling_loss": Output(
+            "figure",
+            "Held-out loss vs tokens per sampling strategy",
+            heading="CPT held-out loss per domain sampling strategy",
+            **CPT_ABLATION,
+        ),
+        "fig_sampling_weights": Output(
+            "figure",
+            "Domain weights of each dynamic run over steps",
+            heading="Sheared-LLaMA dynamic batch loading: domain weights over steps",
+            **CPT_ABLATION,
+        ),
+    }
+)
 # Figures and tables of the paper that no stage draws yet (index.md: not reproduced yet).
-PENDING: dict[str, str] = {
-    "fig_sampling_loss": "CPT loss curves of static vs dynamic sampling (needs the dynamic-sampling CPT run)",
-}
+PENDING: dict[str, str] = {}
