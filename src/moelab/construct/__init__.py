@@ -1,5 +1,6 @@
 """Dense -> MoE construction: neuron partition methods, router initialisation and weight surgery."""
 
+from .activated import moe_to_activated_dense
 from .attention import attention_moe_from_dense
 from .build import VARIANT_KEYS, Construction, construct_moe, construct_variant, router_options
 from .calibration import mlp_inputs
@@ -30,6 +31,7 @@ from .text_clusters import cluster_blocks, embed_texts, kmeans_labels
 
 __all__ = [
     "attention_moe_from_dense",
+    "moe_to_activated_dense",
     "balanced_assignment",
     "balanced_kmeans",
     "check_partition",
