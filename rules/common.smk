@@ -21,6 +21,9 @@ BASE_STAGES = {
     "compress_base": ("compress", "results/models/sft"),
 }
 MAX_THREADS = 16  # Snakemake lowers it to --cores
+# The model each continual pre-training run (rule pretrain, {cpt_model}) starts from: the constructed MoE, and
+# the dense baseline of its activated FFN width (rule construct_activated).
+CPT_START = {"pretrain": "results/models/moe", "pretrain_active": "results/models/dense_active"}
 
 
 wildcard_constraints:

@@ -21,3 +21,28 @@ rule construct:
         "../envs/training.yaml"
     script:
         "../scripts/construct.py"
+
+
+rule construct_activated:
+    # The dense baseline of the MoE's activated size (LLaMA-MoE sec. 4): every FFN cut to the neurons of
+    # activated_baseline.experts (null = experts 0 .. top_k-1), down projection x s/k, i.e. the MoE with its
+    # router pinned to those experts (moelab.construct.activated).
+    input:
+        moe="results/models/moe",
+    output:
+        model=directory("results/models/dense_active"),
+    params:
+        experts=config["activated_baseline"]["experts"],
+        seed=config["seed"],
+    log:
+        "logs/construct/dense_active.log",
+    benchmark:
+        "benchmarks/runs/construct/dense_active.tsv"
+    threads: MAX_THREADS
+    resources:
+        mem_mb=4000,
+        runtime=20,
+    conda:
+        "../envs/training.yaml"
+    script:
+        "../scripts/construct_activated.py"

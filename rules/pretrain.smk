@@ -35,21 +35,25 @@ rule reference_loss:
 
 
 rule pretrain:
+    # {cpt_model}: pretrain = the constructed MoE; pretrain_active = the dense baseline with the MoE's
+    # activated FFN width (rule construct_activated), trained with the same settings on the same budget.
     input:
         unpack(reference_input),
-        model="results/models/moe",
+        model=lambda wc: CPT_START[wc.cpt_model],
         data=pretrain_data(),
     output:
-        config="results/pretrain/train_config.json",
-        model=directory("results/models/pretrain"),
-        log_csv="results/pretrain/log.csv",
-        rounds="results/pretrain/rounds.csv",
+        config="results/{cpt_model}/train_config.json",
+        model=directory("results/models/{cpt_model}"),
+        log_csv="results/{cpt_model}/log.csv",
+        rounds="results/{cpt_model}/rounds.csv",
     params:
-        **train_params("pretrain", ckpt_dir="results/checkpoints/pretrain"),
+        **train_params("pretrain", ckpt_dir="results/checkpoints/{cpt_model}"),
+    wildcard_constraints:
+        cpt_model="|".join(CPT_START),
     log:
-        "logs/pretrain/pretrain.log",
+        "logs/pretrain/{cpt_model}.log",
     benchmark:
-        "benchmarks/runs/pretrain/pretrain.tsv"
+        "benchmarks/runs/pretrain/{cpt_model}.tsv"
     threads: MAX_THREADS
     resources:
         mem_mb=12000,

@@ -50,6 +50,7 @@ def test_shipped_configs_validate(path):
         (lambda c: c["evaluate"].update(limit="ten"), "ten"),
         (lambda c: c["pretrain"]["mixture"].update(strategy="doremi"), "doremi"),
         (lambda c: c["pretrain"]["mixture"].update(eta=-1.0), "eta"),
+        (lambda c: c["activated_baseline"].update(experts=[1, 1]), "experts"),
     ],
 )
 def test_schema_errors_name_the_key(mutate, needle):
@@ -63,6 +64,7 @@ def test_schema_errors_name_the_key(mutate, needle):
     "mutate,needle",
     [
         (lambda c: c["construct"].update(top_k=9), "construct.top_k"),
+        (lambda c: c["activated_baseline"].update(experts=[0, 8]), "activated_baseline.experts: expert 8"),
         (lambda c: c["pretrain"]["domain_weights"].update(arxiv=0.1), "arxiv"),
         (lambda c: c["sft"]["domain_weights"].update(poetry=1.0), "poetry"),
         (lambda c: c["compress"].update(calib_domain="math"), "compress.calib_domain"),

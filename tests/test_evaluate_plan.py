@@ -89,7 +89,7 @@ def test_shipped_configs_pass_and_give_the_report_rows():
         cfg = _merged(*files)
         check_config(cfg)
         ev = cfg["evaluate"]
-        assert stages_of(ev, "llama_moe") == ["dense", "moe", "pretrain"]
+        assert stages_of(ev, "llama_moe") == ["dense", "moe", "pretrain", "pretrain_active"]
         assert stages_of(ev, "moe_sft") == ["sft_base", "sft"]
         assert stages_of(ev, "moe_compression") == ["compress_base", "compress"]
         assert stages_of(ev, "llama_moe_v2") == ["dense", "sft"]

@@ -33,7 +33,7 @@ def test_status_lists_every_registered_and_pending_item():
 def test_status_follows_the_built_stages():
     some_built = status_markdown(stages=["dense", "moe"])
     line = next(x for x in some_built.splitlines() if "| `llama_moe` | `table_main`" in x)
-    assert "| partly built | `dense`, `moe` / `pretrain` |" in line
+    assert "| partly built | `dense`, `moe` / `pretrain`, `pretrain_active` |" in line
     line = next(x for x in some_built.splitlines() if "`table_sampling`" in x)
     assert "| built (target `llama_moe_sampling`) | our runs |" in line
     none_built = status_markdown(stages=[])

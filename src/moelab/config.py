@@ -12,6 +12,12 @@ def check_config(cfg: dict) -> None:
     c = cfg["construct"]
     if c["top_k"] > c["num_experts"]:
         raise ConfigError(f"construct.top_k={c['top_k']} exceeds construct.num_experts={c['num_experts']}")
+    routed = c["num_experts"] - c.get("num_shared_experts", 0)
+    for e in (cfg.get("activated_baseline") or {}).get("experts") or ():
+        if not 0 <= e < routed:
+            raise ConfigError(
+                f"activated_baseline.experts: expert {e} is not a routed expert id in [0, {routed})"
+            )
     check_data_source(cfg)
     domains = set(cfg["data"]["pretrain_domains"])
     for key, weight in cfg["pretrain"]["domain_weights"].items():

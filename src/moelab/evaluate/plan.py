@@ -25,7 +25,7 @@ from moelab.errors import ConfigError
 from moelab.papers import LM_EVAL_PAPERS
 
 SUITES = ("local", "hub")
-STAGES = ("dense", "moe", "pretrain", "sft_base", "sft", "compress_base", "compress")
+STAGES = ("dense", "moe", "pretrain", "pretrain_active", "sft_base", "sft", "compress_base", "compress")
 
 
 class PlanError(ConfigError):
