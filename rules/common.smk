@@ -21,13 +21,14 @@ BASE_STAGES = {
     "compress_base": ("compress", "results/models/sft"),
 }
 MAX_THREADS = 16  # Snakemake lowers it to --cores
-# The model each continual pre-training run (rule pretrain, {cpt_model}) starts from: the constructed MoE, and
-# the dense baseline of its activated FFN width (rule construct_activated).
+# The model each continual pre-training run (the pretrain rule's {cpt_model}) starts from - the constructed MoE,
+# and the dense baseline of its activated FFN width (made by construct_activated).
 CPT_START = {"pretrain": "results/models/moe", "pretrain_active": "results/models/dense_active"}
 
 
 wildcard_constraints:
     stage="|".join(STAGES),
+    cpt_model="|".join(CPT_START),
     domain=r"[a-z0-9]+",
     task=r"[a-z0-9_]+",
 
@@ -43,6 +44,11 @@ def train_gpus():
 def pretrain_data():
     """The pretraining text files, one JSONL per domain of data.pretrain_domains."""
     return expand("resources/data/pretrain/{domain}.jsonl", domain=config["data"]["pretrain_domains"])
+
+
+def cpt_start(wildcards):
+    """The model the {cpt_model} wildcard's continual pre-training starts from (CPT_START)."""
+    return CPT_START[wildcards.cpt_model]
 
 
 def reference_input(wildcards=None):

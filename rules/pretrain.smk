@@ -39,7 +39,7 @@ rule pretrain:
     # activated FFN width (rule construct_activated), trained with the same settings on the same budget.
     input:
         unpack(reference_input),
-        model=lambda wc: CPT_START[wc.cpt_model],
+        model=cpt_start,
         data=pretrain_data(),
     output:
         config="results/{cpt_model}/train_config.json",
@@ -48,8 +48,6 @@ rule pretrain:
         rounds="results/{cpt_model}/rounds.csv",
     params:
         **train_params("pretrain", ckpt_dir="results/checkpoints/{cpt_model}"),
-    wildcard_constraints:
-        cpt_model="|".join(CPT_START),
     log:
         "logs/pretrain/{cpt_model}.log",
     benchmark:
