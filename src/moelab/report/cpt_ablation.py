@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from moelab.report.noise import Z, binomial_se, mean_se  # noqa: E402
 from moelab.report.papers.common import LAYOUT_ONLY  # noqa: E402
 from moelab.report.tables import load_published  # noqa: E402
 
@@ -49,7 +50,6 @@ FINDINGS = {
         ("filter_fluency", "sheared_mix"),
     ),
 }
-Z = 1.96  # two-sided 95% normal quantile for "beyond noise"
 
 
 def read_rounds(rounds_path: str | Path) -> dict:
@@ -92,18 +92,10 @@ def mean_sd(values: Sequence[float]) -> tuple[float, float | None]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
 
 
-def binomial_se(p: float, n: int | None) -> float | None:
-    """Standard error sqrt(p (1 - p) / n) of an accuracy p measured on n examples (None when n is unknown)."""
-    return math.sqrt(p * (1 - p) / n) if n else None
-
-
 def average_se(record: Mapping) -> float | None:
     """Standard error of a downstream average of k tasks: sqrt(sum_i p_i (1 - p_i) / n_i) / k (binomial per
     task, tasks independent), from a ``run_lm_eval`` summary (``primary`` values and each task's ``n``)."""
-    ses = [binomial_se(p, record["tasks"][t].get("n")) for t, p in record.get("primary", {}).items()]
-    if not ses or any(se is None for se in ses):
-        return None
-    return math.sqrt(sum(se**2 for se in ses)) / len(ses)
+    return mean_se(binomial_se(p, record["tasks"][t].get("n")) for t, p in record.get("primary", {}).items())
 
 
 def ablation_table(runs: Sequence[str], seeds: Sequence[dict], table: str) -> pd.DataFrame:
