@@ -42,14 +42,16 @@ from moelab.report.tables import read_eval
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def ev(**acc):
-    return {"primary": acc, "average": sum(acc.values()) / len(acc)}
+def ev(n=None, **acc):
+    """An evaluation result; with ``n`` every task records its example count (binomial standard errors)."""
+    tasks = {t: {"acc": p, "n": n} for t, p in acc.items()} if n else {}
+    return {"primary": acc, "average": sum(acc.values()) / len(acc), "tasks": tasks}
 
 
 OURS = {
-    "dense/llama_moe": ev(arc_easy=0.60, piqa=0.70),
-    "moe/llama_moe": ev(arc_easy=0.30, piqa=0.52),
-    "pretrain/llama_moe": ev(arc_easy=0.40, piqa=0.60),
+    "dense/llama_moe": ev(1000, arc_easy=0.60, piqa=0.70),
+    "moe/llama_moe": ev(1000, arc_easy=0.30, piqa=0.52),
+    "pretrain/llama_moe": ev(1000, arc_easy=0.40, piqa=0.60),
 }
 
 
@@ -74,11 +76,13 @@ def test_llama_moe_main_published_ours_delta():
     assert cell(long, LM_DENSE, "piqa").ours == 70.0 and pd.isna(cell(long, LM_DENSE, "piqa").published)
     v = [verdict(spec, claim, long) for claim in spec.claims]
     assert (
-        "MoE after CPT above MoE as constructed on 2 of 2 tasks, tied on 0 (mean 50.0 vs 41.0); the claim holds"
+        "MoE after CPT above MoE as constructed on 2 of 2 tasks, tied on 0 (mean 50.0 vs 41.0, difference +9.0"
         in v[0]
+        and "the claim holds" in v[0]
     )
     assert "not judged (dense, activated FFN width, after CPT: not reproduced yet)" in v[1]
-    assert "on 0 of 2 tasks, tied on 0 (mean 50.0 vs 65.0); the claim does not hold" in v[2]
+    assert "on 0 of 2 tasks, tied on 0 (mean 50.0 vs 65.0, difference -15.0" in v[2]
+    assert "the claim does not hold" in v[2]
 
 
 def test_missing_stage_is_not_reproduced_yet():
@@ -104,7 +108,7 @@ def test_write_paper_table_csv_markdown_provenance(tmp_path):
     write_paper_table(spec, long, csv, md, notes=["scale note"])
     prov.write(csv)
     back = pd.read_csv(csv)
-    assert list(back.columns) == ["row", "column", "published", "ours", "delta", "unit", "verified",
+    assert list(back.columns) == ["row", "column", "published", "ours", "delta", "ours_se", "unit", "verified",
                                   "published_from", "ours_from"]  # fmt: skip
     got = back[(back.row == LM_CPT) & (back.column == "arc_easy")].iloc[0]
     assert (float(got.published), float(got.ours), float(got.delta)) == (65.3, 40.0, -25.3)
@@ -135,8 +139,8 @@ def test_layout_only_table_says_not_published_here(tmp_path):
 def test_compression_retained_and_params():
     spec = table_spec("moe_compression", "table_main")
     ours = {
-        "compress_base/moe_compression": ev(arc_challenge=0.50, piqa=0.70),
-        "compress/moe_compression": ev(arc_challenge=0.40, piqa=0.68),
+        "compress_base/moe_compression": ev(10000, arc_challenge=0.50, piqa=0.70),
+        "compress/moe_compression": ev(10000, arc_challenge=0.40, piqa=0.68),
     }
     extras = compression_extras({"params_before": {"total": 3_394_176}, "params_after": {"total": 3_332_080}})
     long = paper_table(spec, load_published("moe_compression"), ours, extras)

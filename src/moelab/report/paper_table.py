@@ -13,6 +13,8 @@ Long CSV format (one line per cell), written by :func:`write_paper_table`:
 ``ours``           our number, or a marker: ``not reproduced yet`` (the stage producing it is not built),
                    ``not evaluated`` (the stage exists but this column is not measured)
 ``delta``          ours - published, same units (percent points for accuracies), when both are numbers
+``ours_se``        the standard error of our number, same units (:mod:`moelab.report.noise`: lm-eval's stderr
+                   per task, else binomial; a mean of k cells sqrt(sum se^2) / k), empty when unknown
 ``unit``           ``%`` (percent points), ``score`` (e.g. MT-Bench 1-10), ``M`` (millions), ``x``, ``GB``
 ``verified``       whether the published number was confirmed from the paper (false = keep with a mark)
 ``published_from`` where the published number comes from (paper table, README), ``ours_from`` the input
@@ -31,6 +33,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from moelab.report.noise import Z, mean_se, noise_threshold, ratio_se, task_se
+
 NOT_YET = "not reproduced yet"
 NOT_EVALUATED = "not evaluated"
 # Accuracy of a random guess (%) per multiple-choice task, to say whether a score is above chance.
@@ -44,6 +48,7 @@ LONG_COLUMNS = (
     "published",
     "ours",
     "delta",
+    "ours_se",
     "unit",
     "verified",
     "published_from",
@@ -186,6 +191,18 @@ def _our_task_value(result: dict | None, col: Column):
     return round(col.scale * sum(prim[t] for t in tasks) / len(tasks), 2)
 
 
+def _our_task_se(result: dict | None, col: Column) -> float | None:
+    """Standard error of our value of a ``task`` column (its units), or None when unknown."""
+    if result is None:
+        return None
+    se = mean_se(task_se(result, t) for t in col.our_tasks())
+    return None if se is None else col.scale * se
+
+
+def _round_se(se: float | None) -> float | None:
+    return None if se is None else round(se, 2)
+
+
 def paper_table(
     spec: TableSpec,
     published: pd.DataFrame,
@@ -217,12 +234,14 @@ def paper_table(
     task_cols = spec.task_columns
     # our value per (row label, column name); task columns first, derived ones below
     val: dict[tuple[str, str], object] = {}
+    se: dict[tuple[str, str], float | None] = {}  # standard error of each our task cell
     for row in spec.rows:
         if row.ours is None:
             continue
         res = ours.get(row.ours)
         for col in task_cols:
             val[row.label, col.name] = _our_task_value(res, col)
+            se[row.label, col.name] = _our_task_se(res, col)
     measured = [
         c.name
         for c in task_cols
@@ -251,24 +270,29 @@ def paper_table(
             p = meta.get("value")
             if col.kind == "avg_common":
                 p = common(pub_value, row)
-            o = None
+            o = o_se = None
             if row.ours is not None:
                 if not built:
                     o = NOT_YET
                 elif col.kind == "task":
-                    o = val[row.label, col.name]
+                    o, o_se = val[row.label, col.name], se[row.label, col.name]
                 elif col.kind == "average":
                     vs = [val[row.label, c.name] for c in task_cols]
                     o = _mean(vs) if all(_num(v) for v in vs) else NOT_EVALUATED
+                    o_se = mean_se(se[row.label, c.name] for c in task_cols) if _num(o) else None
                 elif col.kind == "avg_common":
                     o = common(ours_value, row) if measured else NOT_EVALUATED
+                    o_se = mean_se(se[row.label, c] for c in measured) if _num(o) else None
                 elif col.kind == "retained":
                     mine = common(ours_value, row)
                     base = common(ours_value, ref) if ref is not None and ref.ours else None
                     o = round(100 * mine / base, 2) if mine is not None and base else NOT_EVALUATED
                 elif col.kind == "eval_average":
-                    avg = ours[row.ours].get("average")
+                    res = ours[row.ours]
+                    avg = res.get("average")
                     o = round(col.scale * avg, 2) if _num(avg) else NOT_EVALUATED
+                    s = mean_se(task_se(res, t) for t in res.get("primary", {}))
+                    o_se = col.scale * s if _num(o) and s is not None else None
                 elif col.kind == "extra":
                     o = extras.get(row.ours, {}).get(col.name, NOT_EVALUATED)
                 else:
@@ -281,6 +305,7 @@ def paper_table(
                     "published": p,
                     "ours": o,
                     "delta": delta,
+                    "ours_se": _round_se(o_se),
                     "unit": col.unit,
                     "verified": meta.get("verified") if row.published else None,
                     "published_from": meta.get("source") if row.published else None,
@@ -327,18 +352,28 @@ def table_markdown(spec: TableSpec, long: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
-def _row_values(long: pd.DataFrame, label: str) -> dict[str, object]:
+def _row_values(long: pd.DataFrame, label: str, column: str = "ours") -> dict[str, object]:
     cells = long[long["row"] == label]
-    return dict(zip(cells["column"], cells["ours"], strict=True))
+    return dict(zip(cells["column"], cells[column], strict=True))
+
+
+def _se_or_none(x) -> float | None:
+    return float(x) if _num(x) else None
 
 
 def verdict(spec: TableSpec, claim: Claim, long: pd.DataFrame) -> str:
-    """One sentence: the claim, and whether it holds on our numbers (or why it cannot be judged).
+    """One sentence: the claim, and whether it holds on our numbers beyond their noise (or why it cannot be
+    judged).
 
-    ``above``: counts the task columns where both rows have numbers and ``better`` is higher; the claim
-    holds when ``better``'s mean over those columns is higher. Not judged when a row is not built, when no
-    task column is shared, or when both rows are within 2 points of chance (no signal at this scale).
-    ``retained``: ``better``'s ``retained`` column (else the ratio of the means) against ``threshold``.
+    ``above``: the mean of the shared task columns (sign-flipped where lower is better) of ``better`` vs
+    ``worse``; the difference counts only beyond Z sqrt(se_a^2 + se_b^2), each se the standard error of a
+    row's mean (``ours_se`` of its cells combined as sqrt(sum se^2) / k; :mod:`moelab.report.noise`), and
+    the sentence says "within noise" otherwise. Not judged when a row is not built, no task column is shared,
+    both rows are within 2 points of chance (no signal at this scale), or a cell has no standard error.
+    ``retained``: ``better``'s ``retained`` column (else the ratio of the means) against ``threshold``, only
+    when ``worse`` is above chance beyond its noise (mean - chance > Z se); the ratio's standard error is the
+    delta method's r sqrt((se_a/a)^2 + (se_b/b)^2); it holds when kept - Z se_r >= threshold, fails when
+    kept + Z se_r < threshold, and is within noise of the threshold otherwise.
 
     Raises:
         KeyError: the claim names a row the table does not have.
@@ -349,6 +384,8 @@ def verdict(spec: TableSpec, claim: Claim, long: pd.DataFrame) -> str:
         raise KeyError(
             f"claim of {spec.paper}/{spec.name} names a row not in the table: {claim.better!r} / {claim.worse!r}"
         )
+    se_a = _row_values(long, claim.better, "ours_se") if "ours_se" in long else {}
+    se_b = _row_values(long, claim.worse, "ours_se") if "ours_se" in long else {}
     head = f"Claim: {claim.text} Our numbers:"
     cols = [c for c in spec.columns if c.kind in ("task", "eval_average")]
     if claim.columns:
@@ -361,26 +398,62 @@ def verdict(spec: TableSpec, claim: Claim, long: pd.DataFrame) -> str:
                 return f"{head} not judged ({label}: {NOT_YET})."
         return f"{head} not judged (no task measured for both {name_a} and {name_b})."
     mean_a, mean_b = (sum(sign[t] * v[t] for t in tasks) / len(tasks) for v in (a, b))
+    sem_a = mean_se(_se_or_none(se_a.get(t)) for t in tasks)
+    sem_b = mean_se(_se_or_none(se_b.get(t)) for t in tasks)
+    chance = sum(CHANCE[t] for t in tasks) / len(tasks) if all(t in CHANCE for t in tasks) else None
     if claim.kind == "retained":
         kept = a.get("retained") if _num(a.get("retained")) else 100 * mean_a / mean_b
-        return (
+        text = (
             f"{head} {name_a} keeps {kept:.1f}% of {name_b}'s average over {len(tasks)} tasks "
-            f"({mean_a:.1f} vs {mean_b:.1f}); the claim {'holds' if kept >= claim.threshold else 'does not hold'} "
-            f"at our scale (threshold {claim.threshold:g}%)."
+            f"({mean_a:.1f} vs {mean_b:.1f})"
         )
+        if sem_a is None or sem_b is None:
+            return f"{text}; cannot be judged against noise (no standard error for these cells)."
+        if chance is not None and mean_b - chance <= Z * sem_b:
+            return (
+                f"{text}; cannot be judged (the reference model is within noise of chance: {mean_b:.1f} vs "
+                f"chance {chance:.1f}, SE {sem_b:.1f})."
+            )
+        band = Z * 100 * ratio_se(mean_a, sem_a, mean_b, sem_b) if mean_a and mean_b else float("inf")
+        if kept - band >= claim.threshold:
+            outcome = "the claim holds"
+        elif kept + band < claim.threshold:
+            outcome = "the claim does not hold"
+        else:
+            outcome = "within noise of the threshold"
+        return f"{text}, +-{band:.1f} at 95%; {outcome} at our scale (threshold {claim.threshold:g}%)."
     wins = sum(sign[t] * (a[t] - b[t]) > 0 for t in tasks)
     ties = sum(a[t] == b[t] for t in tasks)
-    if all(t in CHANCE for t in tasks):
-        chance = sum(CHANCE[t] for t in tasks) / len(tasks)
-        if max(mean_a, mean_b) <= chance + 2.0:
-            return (
-                f"{head} {name_a} {mean_a:.1f} vs {name_b} {mean_b:.1f} over {len(tasks)} tasks: "
-                f"cannot be judged here (both within 2 points of chance, {chance:.1f})."
-            )
+    if chance is not None and max(mean_a, mean_b) <= chance + 2.0:
+        return (
+            f"{head} {name_a} {mean_a:.1f} vs {name_b} {mean_b:.1f} over {len(tasks)} tasks: "
+            f"cannot be judged here (both within 2 points of chance, {chance:.1f})."
+        )
+    text = f"{head} {name_a} above {name_b} on {wins} of {len(tasks)} tasks, tied on {ties} (mean {mean_a:.1f} vs {mean_b:.1f}"
+    noise = noise_threshold(sem_a, sem_b)
+    if noise is None:
+        return f"{text}); cannot be judged against noise (no standard error for these cells)."
+    diff = mean_a - mean_b
+    if abs(diff) <= noise:
+        return f"{text}, difference {diff:+.1f} within +-{noise:.1f} at 95%): within noise at our scale."
     return (
-        f"{head} {name_a} above {name_b} on {wins} of {len(tasks)} tasks, tied on {ties} "
-        f"(mean {mean_a:.1f} vs {mean_b:.1f}); the claim {'holds' if mean_a > mean_b else 'does not hold'} "
-        "at our scale."
+        f"{text}, difference {diff:+.1f} beyond +-{noise:.1f} at 95%); the claim "
+        f"{'holds' if diff > 0 else 'does not hold'} at our scale."
+    )
+
+
+def noise_footer(long: pd.DataFrame) -> str | None:
+    """The footer line giving the standard errors our cells carry (None when no cell has one)."""
+    if "ours_se" not in long:
+        return None
+    cells = long[long["ours_se"].map(_num)]
+    if cells.empty:
+        return None
+    lo, hi = float(cells["ours_se"].min()), float(cells["ours_se"].max())
+    return (
+        f"Noise: our cells carry a standard error of {lo:.1f}-{hi:.1f} (column units; lm-eval's stderr per "
+        "task, else binomial sqrt(p(1-p)/n); averages sqrt(sum se^2)/k; the `ours_se` column of the CSV). "
+        f"A verdict counts a difference only beyond {Z} combined standard errors."
     )
 
 
@@ -403,7 +476,15 @@ def write_paper_table(
         "evaluation suite; `avg_common` = mean over the task columns our runs measured, for every row."
     )
     body = "\n\n".join(
-        [f"# {spec.title}", table_markdown(spec, long), *verdicts, *spec.notes, *notes, legend]
+        [
+            f"# {spec.title}",
+            table_markdown(spec, long),
+            *verdicts,
+            *([noise_footer(long)] if noise_footer(long) else []),
+            *spec.notes,
+            *notes,
+            legend,
+        ]
     )
     tmp_csv, tmp_md = csv_path.with_name(csv_path.name + ".tmp"), md_path.with_name(md_path.name + ".tmp")
     long.to_csv(tmp_csv, index=False)
