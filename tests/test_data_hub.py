@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+import yaml
 from tiny_folders import save_tiny_checkpoint, sentence, write_jsonl
 
 from moelab.data import hub as sources
@@ -201,6 +202,15 @@ def test_download_rules_take_the_hub_path(slimpajama, tmp_path):
         "pretrain": {"domain_weights": {"c4": 1, "github": 1, "code": 0, "books": 0, "web": 0, "wiki": 0}},
         "sft": {"domain_weights": {"chat": 1, "general": 0, "math": 0, "code": 0}},
         "compress": {"calib_domain": "c4"},
+    }
+    # the CPT ablation's mixes name the demo domains: a config with other domains maps them (as config/paper.yaml)
+    demo = yaml.safe_load((wf / "config.yaml").read_text())["cpt_ablation"]["runs"]
+    cfg["cpt_ablation"] = {
+        "runs": {
+            name: {"domain_weights": {**{d: 0 for d in run["domain_weights"]}, "c4": 1, "github": 1}}
+            for name, run in demo.items()
+            if "domain_weights" in run
+        }
     }
     (wf / "hub.yaml").write_text(json.dumps(cfg))
     targets = ["resources/data/pretrain/c4.jsonl", "resources/data/sft/chat.jsonl", "resources/models/dense"]

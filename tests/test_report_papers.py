@@ -287,7 +287,7 @@ def test_every_registered_output_has_its_rule(tmp_path):
 def write_fixture_results(wf: Path) -> None:
     """Evaluation, compression, training-log and routing files as the upstream rules write them."""
     acc = {"arc_easy": 0.5, "arc_challenge": 0.3, "piqa": 0.6, "sciq": 0.7, "boolq": 0.6, "hellaswag": 0.3}
-    pairs = ["dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe", "sft_base/moe_sft", "sft/moe_sft",
+    pairs = ["dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe", "pretrain_active/llama_moe", "sft_base/moe_sft", "sft/moe_sft",
              "compress_base/moe_compression", "compress/moe_compression", "dense/llama_moe_v2", "sft/llama_moe_v2"]  # fmt: skip
     for i, pair in enumerate(pairs):
         stage, paper = pair.split("/")

@@ -76,7 +76,12 @@ def test_smoke_workflow_end_to_end(tmp_path):
     snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=wf)
     paper = wf / "results" / "papers" / "llama_moe"
     table = pd.read_csv(paper / "table_main.csv")
-    assert set(table.ours_from.dropna()) == {"dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe"}
+    assert set(table.ours_from.dropna()) == {
+        "dense/llama_moe",
+        "moe/llama_moe",
+        "pretrain/llama_moe",
+        "pretrain_active/llama_moe",
+    }
     cpt = table[(table.row == "ours: MoE after CPT") & (table.column == "arc_easy")].iloc[0]
     assert cpt.published == 65.3 and cpt.delta == round(float(cpt.ours) - 65.3, 2)
     for path in (paper / "table_main.csv", paper / "table_main.md", paper / "fig_pretrain_loss.png"):

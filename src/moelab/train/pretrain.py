@@ -14,6 +14,7 @@ import csv
 from pathlib import Path
 
 import torch
+from accelerate import PartialState
 
 from moelab.data.packing import pack_texts, read_jsonl
 from moelab.io import load_model, mean_loss
@@ -181,7 +182,9 @@ def run_pretrain(cfg: TrainRunConfig) -> dict:
     interval = int(spec.get("eval_interval", DEFAULT_EVAL_INTERVAL))
     source = PretrainSource(sampler, mixture, val_blocks, interval, cfg.steps, reference_losses(cfg))
     summary = train_and_save(model, tokenizer, source, cfg)
-    if cfg.rounds_csv:
+    if (
+        cfg.rounds_csv and PartialState().is_main_process
+    ):  # one writer under DDP / FSDP (every rank has the rounds)
         source.write_rounds(Path(cfg.rounds_csv))
     summary.update(
         val_loss_before=source.rounds[0]["losses"] if source.rounds else None,
