@@ -30,9 +30,11 @@ def producible(path):
 
 
 def eval_input(source):
-    """Evaluation result of a source key ``stage/paper``, or None when no rule can make it yet (the table
-    then shows "not reproduced yet" in that row)."""
+    """Evaluation result of a source key ``stage/paper``, or None when evaluate.stages does not score the
+    stage on the paper or no rule can make it yet (the table then shows "not reproduced yet" in that row)."""
     stage, paper = source.split("/")
+    if (stage, paper) not in EVAL_TARGETS:  # evaluate.stages does not score this stage on the paper
+        return None
     path = f"results/eval/{stage}/{paper}.json"
     return path if producible(path) else None
 
