@@ -480,7 +480,7 @@ def write_paper_table(
             f"# {spec.title}",
             table_markdown(spec, long),
             *verdicts,
-            *([noise_footer(long)] if noise_footer(long) else []),
+            *filter(None, [noise_footer(long)]),
             *spec.notes,
             *notes,
             legend,
