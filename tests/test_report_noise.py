@@ -42,6 +42,16 @@ def test_task_se_prefers_lm_evals_stderr_then_binomial():
     assert binomial_se(0.5, 100) == 0.05 and binomial_se(0.5, 0) is None
 
 
+def test_binomial_se_is_wald_inside_and_wilson_at_the_bounds():
+    # p = 0.3 on 50: Wald sqrt(.21 / 50) = 0.06481 above the Wilson half-width / Z = 0.06288 -> Wald
+    assert binomial_se(0.3, 50) == pytest.approx(math.sqrt(0.21 / 50))
+    # p = 0 on 20: Wilson interval [0, Z^2 / (n + Z^2)] = [0, 0.16113], half-width / Z = Z / (2 (n + Z^2))
+    assert binomial_se(0.0, 20) == pytest.approx(1.96 / (2 * (20 + 1.96**2)))
+    assert binomial_se(1.0, 20) == binomial_se(0.0, 20) > 0.04
+    # a 0-for-20 cell against 1-for-20 is within noise, not a resolved difference
+    assert 0.05 < noise_threshold(binomial_se(0.0, 20), binomial_se(0.05, 20))
+
+
 def test_ours_se_propagates_to_multi_task_columns_and_averages():
     qa = Column("qa", tasks=("arc_easy", "boolq"))
     s = spec(qa, Column("piqa"), Column("avg_common", kind="avg_common"))

@@ -14,9 +14,18 @@ Z = 1.96  # two-sided 95% quantile of the standard normal
 
 
 def binomial_se(p: float, n: int | None) -> float | None:
-    """Standard error sqrt(p (1 - p) / n) of an accuracy p in [0, 1] measured on n examples (None when n is
-    unknown or 0). Same units as p."""
-    return math.sqrt(p * (1 - p) / n) if n else None
+    """Standard error of an accuracy p in [0, 1] measured on n examples (None when n is unknown or 0).
+
+    max(sqrt(p (1 - p) / n), h / Z), h = the half-width of the Wilson score interval (Wilson 1927),
+    h = Z / (1 + Z^2 / n) sqrt(p (1 - p) / n + Z^2 / (4 n^2)). The normal (Wald) term alone is 0 at p = 0 or 1,
+    which would let a cell of 0/20 "differ" from 1/20; the Wilson term keeps it at about Z / (2 (n + Z^2))
+    there and is below the Wald term for p away from 0 and 1. Same units as p.
+    """
+    if not n:
+        return None
+    wald = math.sqrt(p * (1 - p) / n)
+    wilson = math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / (1 + Z * Z / n)
+    return max(wald, wilson)
 
 
 def mean_se(ses: Iterable[float | None]) -> float | None:
