@@ -1,6 +1,10 @@
 # moelab: build MoE models from dense LLaMA models, train, compress, evaluate, and mirror the papers' tables.
 # Demo scale: `snakemake --cores all` (config.yaml). One table: `snakemake --cores all <its file>`.
+import os
+
 from snakemake.utils import min_version, validate
+
+from moelab.config_keys import check_schema
 
 min_version("9.0")
 
@@ -8,7 +12,8 @@ min_version("9.0")
 configfile: "config.yaml"
 
 
-validate(config, "config/schema.yaml")
+check_schema(config, os.path.join(workflow.basedir, "config/schema.yaml"))  # names the dotted key of a wrong value
+validate(config, "config/schema.yaml")  # fills the schema's defaults
 
 
 include: "rules/common.smk"

@@ -2,7 +2,9 @@
 import os
 from dataclasses import asdict
 
-from moelab.config import check_config, cpt_ablation_runs, train_section
+import yaml
+
+from moelab.config import check_workflow_config, cpt_ablation_runs, train_section
 from moelab.evaluate.plan import STAGES, paper_plan, planned_tasks
 from moelab.train.config import LauncherConfig
 
@@ -11,7 +13,22 @@ from moelab.train.config import LauncherConfig
 # Jobs inherit this; it must be set before torch is imported in the job.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-check_config(config)
+
+
+def _yaml_file(path):
+    if not os.path.exists(path):  # no config.yaml in the working directory: the --configfile list is all
+        return {}
+    with open(path) as fh:
+        return yaml.safe_load(fh) or {}
+
+
+# Every check the config alone decides, before any job (moelab.config.check_workflow_config): NaN / inf, empty
+# maps in overlays, cross-key consistency, the model's sizes (read without weights), local model folders.
+check_workflow_config(
+    config,
+    _yaml_file("config.yaml"),  # the Snakefile's configfile, read from the working directory
+    [(str(p), _yaml_file(p)) for p in workflow.overwrite_configfiles],
+)
 
 DENSE = "resources/models/dense"
 # Stages whose model is the one another stage starts from: our own (the default), or a released checkpoint
@@ -33,7 +50,7 @@ wildcard_constraints:
     task=r"[a-z0-9_]+",
 
 
-LAUNCHER = asdict(LauncherConfig.from_section(config.get("launcher")))  # checked by check_config above
+LAUNCHER = asdict(LauncherConfig.from_section(config.get("launcher")))  # checked by check_workflow_config above
 
 
 def train_gpus():

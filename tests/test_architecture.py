@@ -15,6 +15,8 @@ FLOORS = {
     "provenance": 0,
     "files": 0,
     "papers": 0,
+    "config_keys": 0,
+    "model_facts": 0,
     "models": 1,
     "io": 1,
     "data": 2,

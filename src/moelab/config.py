@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from moelab.config_keys import check_finite, check_overlays
 from moelab.errors import ConfigError
+from moelab.model_facts import dense_facts, spec_facts
 from moelab.train.config import LauncherConfig
 
 
@@ -293,3 +295,83 @@ def check_launcher(cfg: dict) -> None:
                 f"{name}.batch_size={t['batch_size']} does not split into {name}.micro_batch_size="
                 f"{t.get('micro_batch_size')} x launcher.num_processes={n}"
             )
+
+
+def _check_split(facts, num_experts: int, key: str) -> None:
+    if facts.intermediate_size % num_experts:
+        raise ConfigError(
+            f"{key}={num_experts} does not divide intermediate_size={facts.intermediate_size} of {facts.source} "
+            f"(remainder {facts.intermediate_size % num_experts}); experts are equal slices of the FFN"
+        )
+
+
+def _check_n_drop(cfg: dict, facts, where: str) -> None:
+    n_drop = cfg["compress"]["n_drop"]
+    if facts is not None and not n_drop < facts.num_hidden_layers:
+        raise ConfigError(
+            f"compress.n_drop={n_drop} must be below the {facts.num_hidden_layers} blocks of {where} "
+            f"({facts.source})"
+        )
+
+
+def check_model_facts(cfg: dict) -> None:
+    """Checks that need the model's sizes, read without loading weights (`moelab.model_facts`).
+
+    The dense model's sizes (``model.tiny``, a local folder's config.json, or the GGUF header) decide: every
+    construction's num_experts divides intermediate_size (equal expert slices, LLaMA-MoE sec. 3.1), the
+    attention MoE picks at most num_key_value_heads groups, sequence lengths fit max_position_embeddings, and
+    compress.n_drop leaves a block. Local base_model folders (sft / compress) must exist and hold a config.json.
+    A hub id is checked after its download (its sizes are unknown here).
+
+    Raises:
+        ConfigError: naming the config key to change.
+    """
+    facts = dense_facts(cfg["model"])
+    bases = {}
+    for section in ("sft", "compress"):
+        spec = (cfg[section].get("base_model") or {}).get("pretrained")
+        bases[section] = spec_facts(spec, f"{section}.base_model.pretrained") if spec else None
+    if facts is not None:
+        c = cfg["construct"]
+        _check_split(facts, c["num_experts"], "construct.num_experts")
+        remainder = cfg.get("construct_ablation", {}).get("remainder", "error")
+        for name, spec in ablation_runs(cfg).items():
+            if "num_experts" in spec and remainder == "error":
+                _check_split(facts, spec["num_experts"], f"construct_ablation.variants.{name}.num_experts")
+            top = spec.get("attention_top_k")
+            if top is not None and top > facts.num_key_value_heads:
+                raise ConfigError(
+                    f"construct_ablation.variants.{name}.attention_top_k={top} exceeds the "
+                    f"{facts.num_key_value_heads} key-value head groups of {facts.source}"
+                )
+        limit = facts.max_position_embeddings
+        lengths = {
+            "pretrain.seq_len": cfg["pretrain"]["seq_len"],
+            "sft.max_len": cfg["sft"]["max_len"],
+            "compress.calib_seq_len": cfg["compress"].get("calib_seq_len"),
+            "routing.seq_len": cfg.get("routing", {}).get("seq_len"),
+        }
+        for key, length in lengths.items():
+            if limit and length and length > limit:
+                raise ConfigError(f"{key}={length} exceeds max_position_embeddings={limit} of {facts.source}")
+        if not cfg["compress"].get("base_model"):
+            _check_n_drop(cfg, facts, "the dense model")
+    _check_n_drop(cfg, bases["compress"], "compress.base_model")
+
+
+def check_workflow_config(cfg: dict, base: dict | None = None, overlays=()) -> None:
+    """Every check the config alone decides, run by the Snakefile when the DAG is built (before any job).
+
+    Args:
+        cfg: the merged, schema-validated config.
+        base: config.yaml as loaded, and ``overlays``: (file, parsed YAML) of each ``--configfile`` in order,
+            for the overlay check (`moelab.config_keys.check_overlays`); omit both for a single config.
+
+    Raises:
+        ConfigError: naming the key (and for overlays the file).
+    """
+    check_finite(cfg)
+    if base is not None:
+        check_overlays(base, overlays)
+    check_config(cfg)
+    check_model_facts(cfg)

@@ -58,6 +58,15 @@ def package_file(package: str, relative: str | Path) -> Path:
     return path
 
 
+def looks_local(spec: str) -> bool:
+    """Whether a model spec names a local folder rather than a hub id (``owner/name``).
+
+    Local: an absolute path, one starting with ``.`` or ``~``, one with more than one ``/``, or an existing path.
+    """
+    path = Path(spec).expanduser()
+    return path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") > 1 or path.exists()
+
+
 @contextlib.contextmanager
 def atomic_dir(out_dir: str | Path) -> Iterator[Path]:
     """Build a folder in a temporary sibling and rename it to ``out_dir`` only if the block succeeds.

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from moelab.files import atomic_dir, package_dir
+from moelab.files import atomic_dir, looks_local, package_dir
 
 GGUF_MAGIC = b"GGUF"
 
@@ -163,16 +163,14 @@ def _resolve_source(source: str) -> tuple[str, bool]:
             a hub id is ``owner/name``) but is not a folder.
     """
     local = Path(source).expanduser()
-    looks_local = (
-        local.is_absolute() or source.startswith((".", "~")) or source.count("/") > 1 or local.exists()
-    )
-    if looks_local and not local.is_dir():
+    is_local = looks_local(source)
+    if is_local and not local.is_dir():
         raise FileNotFoundError(f"pretrained model folder {source} does not exist")
-    if looks_local and not (local / "config.json").is_file():
+    if is_local and not (local / "config.json").is_file():
         raise FileNotFoundError(
             f"pretrained model folder {source} has no config.json: not a model checkpoint"
         )
-    return (str(local), True) if looks_local else (source, False)
+    return (str(local), True) if is_local else (source, False)
 
 
 @contextmanager
