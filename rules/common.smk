@@ -6,6 +6,7 @@ import yaml
 
 from moelab.config import check_workflow_config, cpt_ablation_runs, train_section
 from moelab.evaluate.plan import STAGES, paper_plan, planned_tasks
+from moelab.resources import job_resources
 from moelab.train.config import LauncherConfig
 
 # Idle OpenMP threads sleep instead of spinning: the MoE layer's many mid-sized kernels otherwise stall
@@ -53,9 +54,10 @@ wildcard_constraints:
 LAUNCHER = asdict(LauncherConfig.from_section(config.get("launcher")))  # checked by check_workflow_config above
 
 
-def train_gpus():
-    """GPUs a training job asks for: one per launched process on cuda, none on CPU."""
-    return LAUNCHER["num_processes"] if config["device"] == "cuda" else 0
+def sized(rule_name, key):
+    """The `key` resource (mem_mb, runtime, gpu, disk_mb) of a job of `rule_name` at each attempt, sized from the
+    config by moelab.resources.job_resources (memory and runtime grow per retry; config job_resources overrides)."""
+    return lambda wildcards, attempt: job_resources(config, rule_name, attempt, dict(wildcards.items()))[key]
 
 
 def pretrain_data():

@@ -19,9 +19,10 @@ rule compress:
         "benchmarks/runs/compress/compress.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=200000 if base_model("compress_base") else 8000,  # Mixtral-8x7B: 93 GB in bf16
-        runtime=30,
-        gpu=1 if config["device"] == "cuda" else 0,
+        mem_mb=sized("compress", "mem_mb"),
+        runtime=sized("compress", "runtime"),
+        disk_mb=sized("compress", "disk_mb"),
+        gpu=sized("compress", "gpu"),
     conda:
         "../envs/training.yaml"
     script:

@@ -15,8 +15,9 @@ rule construct:
         "benchmarks/runs/construct/moe.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=sized("construct", "mem_mb"),
+        runtime=sized("construct", "runtime"),
+        disk_mb=sized("construct", "disk_mb"),
     conda:
         "../envs/training.yaml"
     script:
@@ -40,8 +41,9 @@ rule construct_activated:
         "benchmarks/runs/construct/dense_active.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=4000,
-        runtime=20,
+        mem_mb=sized("construct_activated", "mem_mb"),
+        runtime=sized("construct_activated", "runtime"),
+        disk_mb=sized("construct_activated", "disk_mb"),
     conda:
         "../envs/training.yaml"
     script:

@@ -15,8 +15,9 @@ rule download_model:
         "benchmarks/runs/download/model.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=4000,
-        runtime=30,
+        mem_mb=sized("download_model", "mem_mb"),
+        runtime=sized("download_model", "runtime"),
+        disk_mb=sized("download_model", "disk_mb"),
     conda:
         "../envs/training.yaml"
     script:
@@ -37,8 +38,9 @@ rule download_base_model:
         "benchmarks/runs/download/{base}.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=lambda wc: 200000 if wc.base == "compress_base" else 40000,  # Mixtral-8x7B / LLaMA-MoE-3.5B
-        runtime=120,
+        mem_mb=sized("download_base_model", "mem_mb"),
+        runtime=sized("download_base_model", "runtime"),
+        disk_mb=sized("download_base_model", "disk_mb"),
     conda:
         "../envs/training.yaml"
     script:
@@ -59,8 +61,9 @@ rule download_pretrain_data:
         "benchmarks/runs/download/pretrain_{domain}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=sized("download_pretrain_data", "mem_mb"),
+        runtime=sized("download_pretrain_data", "runtime"),
+        disk_mb=sized("download_pretrain_data", "disk_mb"),
     conda:
         "../envs/training.yaml"
     script:
@@ -81,8 +84,9 @@ rule download_sft_data:
         "benchmarks/runs/download/sft_{domain}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=10,
+        mem_mb=sized("download_sft_data", "mem_mb"),
+        runtime=sized("download_sft_data", "runtime"),
+        disk_mb=sized("download_sft_data", "disk_mb"),
     conda:
         "../envs/training.yaml"
     script:

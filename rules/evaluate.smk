@@ -28,9 +28,10 @@ rule evaluate:
         "benchmarks/runs/evaluate/{stage}/{paper}.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=8000,
-        runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        mem_mb=sized("evaluate", "mem_mb"),
+        runtime=sized("evaluate", "runtime"),
+        disk_mb=sized("evaluate", "disk_mb"),
+        gpu=sized("evaluate", "gpu"),
     conda:
         "../envs/evaluation.yaml"
     script:

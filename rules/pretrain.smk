@@ -25,9 +25,10 @@ rule reference_loss:
         "benchmarks/runs/pretrain/reference_loss.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=8000,
-        runtime=60,
-        gpu=1 if config["device"] == "cuda" else 0,
+        mem_mb=sized("reference_loss", "mem_mb"),
+        runtime=sized("reference_loss", "runtime"),
+        disk_mb=sized("reference_loss", "disk_mb"),
+        gpu=sized("reference_loss", "gpu"),
     conda:
         "../envs/training.yaml"
     script:
@@ -54,9 +55,10 @@ rule pretrain:
         "benchmarks/runs/pretrain/{cpt_model}.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=12000,
-        runtime=120,
-        gpu=train_gpus(),
+        mem_mb=sized("pretrain", "mem_mb"),
+        runtime=sized("pretrain", "runtime"),
+        disk_mb=sized("pretrain", "disk_mb"),
+        gpu=sized("pretrain", "gpu"),
     conda:
         "../envs/training.yaml"
     script:

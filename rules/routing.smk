@@ -27,9 +27,10 @@ rule routing_analysis:
         "benchmarks/runs/routing/{stage}.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=8000,
-        runtime=30,
-        gpu=1 if config["device"] == "cuda" else 0,
+        mem_mb=sized("routing_analysis", "mem_mb"),
+        runtime=sized("routing_analysis", "runtime"),
+        disk_mb=sized("routing_analysis", "disk_mb"),
+        gpu=sized("routing_analysis", "gpu"),
     conda:
         "../envs/evaluation.yaml"
     script:

@@ -22,9 +22,10 @@ rule sft:
         "benchmarks/runs/sft/sft.tsv"
     threads: MAX_THREADS
     resources:
-        mem_mb=12000,
-        runtime=120,
-        gpu=train_gpus(),
+        mem_mb=sized("sft", "mem_mb"),
+        runtime=sized("sft", "runtime"),
+        disk_mb=sized("sft", "disk_mb"),
+        gpu=sized("sft", "gpu"),
     conda:
         "../envs/training.yaml"
     script:
@@ -46,3 +47,8 @@ use rule sft as sft_stage1 with:
         "logs/sft/sft_stage1.log",
     benchmark:
         "benchmarks/runs/sft/sft_stage1.tsv"
+    resources:
+        mem_mb=sized("sft_stage1", "mem_mb"),
+        runtime=sized("sft_stage1", "runtime"),
+        disk_mb=sized("sft_stage1", "disk_mb"),
+        gpu=sized("sft_stage1", "gpu"),

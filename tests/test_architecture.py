@@ -30,6 +30,7 @@ FLOORS = {
     "graphs": 4,
     "report": 5,
     "config": 5,
+    "resources": 5,
 }
 STAGE_FLOOR = 4  # stage packages: may use every lower floor, never each other
 

@@ -1,15 +1,17 @@
 """The training run's typed config (train_config.json) and the entry point ``python -m moelab.train``."""
 
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 from tiny_folders import save_tiny_checkpoint, sentence, write_jsonl
 
-from moelab.train import LauncherConfig, TrainRunConfig
+from moelab.train import LauncherConfig, TrainRunConfig, latest_checkpoint
 from moelab.train.launch import run_training
 
 SECTION = {
@@ -113,3 +115,33 @@ def test_entry_point_runs_a_tiny_stage_from_its_train_config(tmp_path):
 
     resumed = run_training(path)
     assert resumed["resumed_from"].endswith("step-000003")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_training_process_killed_mid_run_resumes_to_the_uninterrupted_weights(tmp_path, sig):
+    """A real ``python -m moelab.train`` process gets SIGTERM / SIGKILL once a checkpoint exists (what Slurm
+    sends at the time limit); the rerun resumes from the newest complete checkpoint and ends with the same
+    weights as an uninterrupted run of the same seed."""
+    save_tiny_checkpoint(tmp_path / "moe")
+    for k, d in enumerate("ab"):
+        write_jsonl(tmp_path / f"{d}.jsonl", [{"text": sentence(i + k)} for i in range(30)])
+    section = {**SECTION, "steps": 400, "save_every": 5}
+    straight = TrainRunConfig.from_section(section, **run_fields(tmp_path, "straight"))
+    run_training(straight.write(tmp_path / "straight.json"))
+    fields = run_fields(tmp_path, "killed")
+    path = TrainRunConfig.from_section(section, **fields).write(tmp_path / "killed.json")
+    proc = subprocess.Popen([sys.executable, "-m", "moelab.train", str(path)], stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while latest_checkpoint(fields["ckpt_dir"]) is None and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    assert proc.wait(60) == -sig, "the run ended before the kill: raise its steps"
+    killed_at = latest_checkpoint(fields["ckpt_dir"])
+    assert killed_at is not None and not (tmp_path / "killed" / "model").exists()
+    resumed = run_training(path)
+    assert resumed["resumed_from"] is not None and int(Path(resumed["resumed_from"]).name[5:]) >= int(
+        killed_at.name[5:]
+    )
+    a = load_file(tmp_path / "straight" / "model" / "model.safetensors")
+    b = load_file(tmp_path / "killed" / "model" / "model.safetensors")
+    assert sorted(a) == sorted(b) and all((a[k] == b[k]).all() for k in a)
