@@ -154,6 +154,8 @@ def _hook(event, args):
 
 
 sys.addaudithook(_hook)
+import builtins
+builtins.exit = builtins.quit = sys.exit  # as `site` would define them (-S skips site)
 _main = types.ModuleType("__main__")
 _main.__file__ = _PROGRAM
 sys.modules["__main__"] = _main
@@ -335,10 +337,13 @@ def require_isolation(isolation: str) -> None:
 
 
 def _kill_tree(proc: subprocess.Popen, child_pid: int | None) -> None:
-    """SIGKILL the sandbox's pid 1 (its pid namespace dies with it) and the launcher's process group."""
+    """SIGKILL the sandbox's pid 1 (its pid namespace dies with it), let bwrap reap it, then SIGKILL the
+    launcher's process group (process mode: the whole tree; bwrap: a launcher that did not exit)."""
     if child_pid is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(child_pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
 
