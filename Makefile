@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup run test lint dag readme clean
+.PHONY: setup bwrap run test lint dag readme clean
 
 $(STAMP): requirements.lock requirements-data.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,7 +16,13 @@ $(STAMP): requirements.lock requirements-data.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+setup: $(STAMP) bwrap
+
+# the code sandbox (moelab.evaluate.sandbox) needs bubblewrap: installed when root and missing
+bwrap:
+	@command -v bwrap >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		apt-get install -y -qq bubblewrap >/dev/null; } || \
+		echo "bubblewrap missing: install it (apt-get install bubblewrap) or set evaluate.code_sandbox: process"
 
 run: setup
 	$(BIN)/snakemake --cores all

@@ -14,7 +14,7 @@ rule evaluate:
         "results/eval/{stage}/{paper}.json",
     params:
         plan=lambda wc: paper_plan(EVAL, wc.paper),
-        evaluate={k: EVAL.get(k) for k in ("suite", "batch_size", "max_fewshot", "cache")},
+        evaluate={k: EVAL.get(k) for k in ("suite", "code_sandbox", "batch_size", "max_fewshot", "cache")},
         eval_dir="resources/data/eval",
         cache_dir=EVAL["cache_dir"],
         seed=config["seed"],

@@ -29,6 +29,7 @@ result = run_plan(
     device=resolve_device(sm.params.device),
     dtype=sm.params.dtype,
     seed=sm.params.seed,
+    code_sandbox=cfg["code_sandbox"],
 )
 result = {"stage": stage, "paper": paper, "suite": suite, "max_fewshot": cfg["max_fewshot"], **result}
 write_json(sm.output[0], result)

@@ -373,3 +373,29 @@ def test_run_plan_with_lm_eval_on_a_tiny_model(tmp_path):
 
     second = run_plan(tmp_path / "model", paper_plan(ev, "moe_sft"), seed=1, runner=fail, **kwargs)
     assert second["primary"] == first["primary"] and second["cached"] == {"arc_easy": True}
+
+
+# ---------------------------------------------------------------- code sandbox
+
+
+def test_code_tasks_check_the_sandbox_before_running_and_pass_the_isolation_on(tmp_path, monkeypatch):
+    from moelab.evaluate import sandbox
+
+    model, seen = _fake_model(tmp_path / "m"), []
+
+    def runner(*args, **kwargs):
+        seen.append(sandbox.active_isolation())
+        return FakeRunner()(*args, **kwargs)
+
+    plan = {"tasks": ["mbpp"], "paper_fewshot": {"mbpp": 0}, "num_fewshot": {"mbpp": 0}, "limit": {"mbpp": 2}}
+    kwargs = dict(suite="local", eval_dir=None, batch_size=4, device="cpu", dtype="float32", seed=1)
+    run_plan(model, plan, cache=EvalCache(tmp_path / "c1"), runner=runner, code_sandbox="process", **kwargs)
+    assert seen == ["process"] and sandbox.active_isolation() == "bwrap"  # restored afterwards
+    real_which = sandbox.shutil.which
+    monkeypatch.setattr(sandbox.shutil, "which", lambda n: None if n == "bwrap" else real_which(n))
+    with pytest.raises(sandbox.SandboxUnavailableError, match="code_sandbox: process"):
+        run_plan(model, plan, cache=EvalCache(tmp_path / "c2"), runner=runner, code_sandbox="bwrap", **kwargs)
+    assert seen == ["process"]  # refused before the runner (the model) started
+    sciq = {"tasks": ["sciq"], "paper_fewshot": {"sciq": 0}, "num_fewshot": {"sciq": 0}, "limit": {"sciq": 2}}
+    run_plan(model, sciq, cache=EvalCache(tmp_path / "c3"), runner=runner, code_sandbox="bwrap", **kwargs)
+    assert seen == ["process", "bwrap"]  # no code task: no sandbox needed

@@ -125,6 +125,17 @@ def planned_tasks(cfg: Mapping) -> list[str]:
     return list(dict.fromkeys(t for _, p in evaluation_targets(cfg) for t in papers[p]))
 
 
+def is_code_task(task: str, suite: str) -> bool:
+    """Whether `task` executes model-written code in `suite` (local: TaskSpec.unsafe_code; hub: HubTask.unsafe)."""
+    if suite == "hub":
+        from moelab.evaluate.hub import HUB_TASKS
+
+        return HUB_TASKS[task].unsafe
+    from moelab.evaluate.tasks import TASK_SPECS
+
+    return TASK_SPECS[task].unsafe_code
+
+
 def run_plan(
     model_dir: Path,
     plan: Mapping,
@@ -137,6 +148,7 @@ def run_plan(
     dtype: str,
     seed: int,
     runner: Callable | None = None,
+    code_sandbox: str = "bwrap",
 ) -> dict:
     """Evaluate one model on a plan, reusing cached per-task results; the rest runs in one lm-eval call per limit.
 
@@ -150,12 +162,17 @@ def run_plan(
         runner: the function that evaluates (default: `run_lm_eval` for local, `run_hub_eval` for hub), called
             as runner(model_dir, tasks, eval_dir, limit=, num_fewshot={task: n}, batch_size=, device=, dtype=,
             seed=) and returning the `moelab.evaluate.summarise` format.
+        code_sandbox: isolation of model-written code ("bwrap" or "process", `moelab.evaluate.sandbox`): checked
+            before a group with a code task runs, and the default of `run_programs` while the runner runs.
     Returns:
         run_lm_eval's summary for the plan's tasks plus "paper_fewshot", "limit", "model_sha256" and
         "cached": {task: True if it came from the cache}.
     Raises:
         as the runner; KeyError if the runner's summary misses a task.
+        SandboxUnavailableError: a group with a code task, and `code_sandbox` cannot run here (before the model
+            loads; the message says how to fix it).
     """
+    from moelab.evaluate import sandbox
     from moelab.evaluate.cache import model_sha256
 
     if runner is None:
@@ -173,17 +190,20 @@ def run_plan(
     missing = [t for t in tasks if entries[t] is None]
     for limit in dict.fromkeys(limits[t] for t in missing):
         group = [t for t in missing if limits[t] == limit]
-        summary = runner(
-            Path(model_dir),
-            group,
-            eval_dir,
-            limit=limit,
-            num_fewshot={t: shots[t] for t in group},
-            batch_size=batch_size,
-            device=device,
-            dtype=dtype,
-            seed=seed,
-        )
+        if any(is_code_task(t, suite) for t in group):
+            sandbox.require_isolation(code_sandbox)
+        with sandbox.using(code_sandbox):
+            summary = runner(
+                Path(model_dir),
+                group,
+                eval_dir,
+                limit=limit,
+                num_fewshot={t: shots[t] for t in group},
+                batch_size=batch_size,
+                device=device,
+                dtype=dtype,
+                seed=seed,
+            )
         for t in group:
             entries[t] = cache.put(keys[t], summary["tasks"][t], summary["primary"][t])
     primary = {t: entries[t]["primary"] for t in tasks}
