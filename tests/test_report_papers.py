@@ -136,6 +136,28 @@ def test_layout_only_table_says_not_published_here(tmp_path):
     assert "not judged (dynamic (gate-load redundancy): not reproduced yet)" in text
 
 
+def test_moe_sft_repo_weights_land_in_their_cells(tmp_path):
+    """Hand-picked weights of the official repo's conf/prob_map files, in percent, marked verified."""
+    pub = load_published("moe_sft")
+    spec = table_spec("moe_sft", "table_sampling_weights")
+    long = paper_table(spec, pub, {})
+    size = cell(long, "static (proportional to size)", "orca")  # datasize.json orca 0.86719935
+    assert size.published == 86.72 and bool(size.verified)
+    assert size.published_from == "repo conf/prob_map/datasize.json"
+    assert cell(long, "static (gate-load weights)", "math").published == 31.73  # gate_load.json 0.31725
+    assert cell(long, "uniform", "sharegpt").published == 25.0
+    assert cell(long, "dynamic final weights, static (MoLM-700M-4B)", "code").published == 93.48
+    final = paper_table(table_spec("moe_sft", "table_final_weights"), pub, {})
+    code = cell(final, "ours: dynamic, final weights", "code")  # llama_moe_dynamic_final.json 0.285066
+    assert code.published == 28.51 and code.published_from.endswith("llama_moe_dynamic_final.json")
+    assert cell(final, "paper: dynamic, MoLM-700M-4B", "sharegpt").published == 1.97
+    write_paper_table(spec, long, tmp_path / "w.csv", tmp_path / "w.md")
+    assert "86.72" in (tmp_path / "w.md").read_text()
+    # the main table stays layout only: no unread number is written
+    main = pub[pub.table == "main"]
+    assert main.value.isna().all() and not main.verified.astype(bool).any()
+
+
 def test_compression_retained_and_params():
     spec = table_spec("moe_compression", "table_main")
     ours = {

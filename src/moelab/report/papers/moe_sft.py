@@ -52,7 +52,8 @@ MOE_SFT_MAIN = TableSpec(
         ),
     ),
     notes=(
-        "Published main-table numbers were not retrieved: the layout is mirrored. QA = mean of ARC-e, ARC-c "
+        "Published main-table numbers were not retrieved (the paper's table body was not readable in the "
+        "stored sources): the layout is mirrored. QA = mean of ARC-e, ARC-c "
         "and BoolQ; average = mean of the five groups. Our SFT run mixes config sft.domain_weights "
         "(default uniform).",
     ),
@@ -69,12 +70,42 @@ MOE_SFT_WEIGHTS = TableSpec(
             published="dynamic, LLaMA-MoE-3.5B (2/8)",
             ours="sft_dynamic/moe_sft",
         ),
+        Row("paper: dynamic, MoLM-700M-4B", published="dynamic, MoLM-700M-4B"),
+    ),
+    notes=(
+        "Published weights from the official repository's conf/prob_map/llama_moe_dynamic_final.json and "
+        "moduleformer_dynamic_final.json (x100, 2 decimals), which the final-static baseline reads.",
+    ),
+)
+# Static sampling weights of the official repository's baselines (conf/prob_map/*.json), in percent.
+_WEIGHT_ROWS = {
+    "uniform": "uniform",
+    "static (proportional to size)": "static (proportional to size)",
+    "static (gate-load weights)": "static (gate-load weights)",
+    "static (sentence-embedding weights)": "static (sentence-embedding weights)",
+    "random batch / cycle start (one-hot)": "random batch / cycle start (one-hot)",
+    "dynamic final weights, static (LLaMA-MoE-3.5B)": "dynamic final weights, static (LLaMA-MoE-3.5B)",
+    "dynamic final weights, static (MoLM-700M-4B)": "dynamic final weights, static (MoLM-700M-4B)",
+}
+MOE_SFT_SAMPLING_WEIGHTS = TableSpec(
+    paper="moe_sft",
+    name="table_sampling_weights",
+    title="MoE-SFT: static sampling weights of the baselines (percent of examples, official repository)",
+    published_table="sampling_weights",
+    columns=tuple(Column(n, kind="extra") for n in ("code", "math", "orca", "sharegpt")),
+    rows=tuple(Row(label, published=pub) for label, pub in _WEIGHT_ROWS.items()),
+    notes=(
+        "Values from the official repository's conf/prob_map/<file>.json (x100, 2 decimals): uniform.json, "
+        "datasize.json, gate_load.json, sent_emb.json, roll.json (one-hot start of the cycle and random-batch "
+        "baselines; the other sets hold 1e-5), llama_moe_dynamic_final.json, moduleformer_dynamic_final.json. "
+        "Our runs use config sft.domain_weights; no our column is drawn here.",
     ),
 )
 
 TABLES: tuple[TableSpec, ...] = (
     MOE_SFT_MAIN,
     MOE_SFT_WEIGHTS,
+    MOE_SFT_SAMPLING_WEIGHTS,
 )
 
 # Besides TABLES: the figures drawn from our data (rules/report.smk).
