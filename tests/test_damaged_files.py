@@ -1,0 +1,88 @@
+"""Damaged files are named, with what to do (issue 19 sec. 3): models, checkpoints, eval cache, manifest."""
+
+import pytest
+import torch
+from conftest import TINY, tiny_llama
+from test_io import tiny_tokenizer
+from transformers import AutoModelForCausalLM
+
+from moelab.errors import DamagedFileError, rebuild_hint
+from moelab.files import verify_model_folder, verify_safetensors
+from moelab.io import load_model, save_model
+from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
+
+
+def truncate(path, keep=0.5):
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+def test_truncated_weights_name_the_file_and_the_fix(tmp_path):
+    save_model(tiny_llama(), tiny_tokenizer(), tmp_path / "m")
+    weights = tmp_path / "m" / "model.safetensors"
+    size = weights.stat().st_size
+    assert verify_safetensors(weights) == len(tiny_llama().state_dict()) - 1  # lm_head is tied, not saved
+    truncate(weights)
+    with pytest.raises(
+        DamagedFileError, match=rf"damaged file {weights}: {size // 2} bytes, but its header says {size}"
+    ):
+        load_model(tmp_path / "m")
+    with pytest.raises(DamagedFileError, match="delete .* and rebuild it"):
+        verify_model_folder(tmp_path / "m")
+    weights.write_bytes(b"\x01\x02")
+    with pytest.raises(DamagedFileError, match="shorter than the 8-byte"):
+        verify_safetensors(weights)
+    (tmp_path / "m" / "config.json").write_text("{")
+    with pytest.raises(DamagedFileError, match=r"config.json: not valid JSON"):
+        load_model(tmp_path / "m")
+
+
+def test_multi_shard_folder_names_the_damaged_shard(tmp_path):
+    model = tiny_llama(num_layers=4)
+    out = tmp_path / "results" / "models" / "moe"
+    out.parent.mkdir(parents=True)
+    model.save_pretrained(out, max_shard_size="100KB")
+    tiny_tokenizer().save_pretrained(out)
+    shards = sorted(out.glob("model-*.safetensors"))
+    assert len(shards) >= 3
+    assert verify_model_folder(out) == shards
+    truncate(shards[1])
+    msg = rf"damaged file {shards[1]}: .*delete results/models/moe and rerun `snakemake results/models/moe`"
+    with pytest.raises(DamagedFileError, match=msg):
+        load_model(out)
+    shards[1].unlink()
+    with pytest.raises(FileNotFoundError, match=rf"shard {shards[1]} listed in .*index.json is missing"):
+        load_model(out)
+
+
+def test_plain_from_pretrained_of_a_moe_checkpoint_names_the_file(tmp_path):
+    cfg = LlamaMoEConfig(**TINY, num_experts=4, top_k=2)
+    torch.manual_seed(0)
+    LlamaMoEForCausalLM(cfg).save_pretrained(tmp_path / "moe")
+    weights = tmp_path / "moe" / "model.safetensors"
+    truncate(weights, 0.9)
+    with pytest.raises(DamagedFileError, match=rf"damaged file {weights}"):
+        AutoModelForCausalLM.from_pretrained(tmp_path / "moe")
+
+
+def test_intact_model_loads_bit_identical(tmp_path):
+    model = tiny_llama()
+    save_model(model, tiny_tokenizer(), tmp_path / "m")
+    loaded, _ = load_model(tmp_path / "m")
+    ref = model.state_dict()
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, ref[k]), k
+
+
+def test_rebuild_hint_names_the_output_to_rebuild():
+    assert rebuild_hint("/w/resources/models/dense/model.safetensors") == (
+        "delete resources/models/dense and rerun `snakemake resources/models/dense` (the rule that made it rebuilds it)"
+    )
+    assert (
+        "delete resources/data/pretrain/web.jsonl and rerun `snakemake resources/data/pretrain/web.jsonl`"
+        in (rebuild_hint("resources/data/pretrain/web.jsonl"))
+    )
+    assert rebuild_hint("results/checkpoints/sft/step-000004/rng.pt").startswith(
+        "delete results/checkpoints/sft/step-000004 and rerun the training rule"
+    )
+    assert rebuild_hint("/tmp/x.bin") == "delete /tmp/x.bin and rebuild it (rerun the step that wrote it)"
