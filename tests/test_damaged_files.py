@@ -1,15 +1,21 @@
 """Damaged files are named, with what to do (issue 19 sec. 3): models, checkpoints, eval cache, manifest."""
 
+import json
+import logging
+
 import pytest
 import torch
 from conftest import TINY, tiny_llama
 from test_io import tiny_tokenizer
+from test_train import RandomTokens
 from transformers import AutoModelForCausalLM
 
 from moelab.errors import DamagedFileError, rebuild_hint
 from moelab.files import verify_model_folder, verify_safetensors
 from moelab.io import load_model, save_model
 from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
+from moelab.train import TrainConfig, train
+from moelab.train.checkpoint import verify_checkpoint
 
 
 def truncate(path, keep=0.5):
@@ -86,3 +92,47 @@ def test_rebuild_hint_names_the_output_to_rebuild():
         "delete results/checkpoints/sft/step-000004 and rerun the training rule"
     )
     assert rebuild_hint("/tmp/x.bin") == "delete /tmp/x.bin and rebuild it (rerun the step that wrote it)"
+
+
+# ---------------------------------------------------------------- training checkpoints
+
+
+def weights_equal(a, b):
+    return all(
+        torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+
+
+def test_resume_skips_a_damaged_newest_checkpoint_then_starts_fresh(tmp_path, caplog):
+    cfg = TrainConfig(steps=6, lr=1e-2, warmup_steps=1, save_every=2, seed=3, keep_checkpoints=2)
+    straight = tiny_llama()
+    train(straight, RandomTokens(), cfg, tmp_path / "ck", tmp_path / "log.csv")
+    step4, step6 = tmp_path / "ck" / "step-000004", tmp_path / "ck" / "step-000006"
+    marker = json.loads((step6 / "COMPLETE").read_text())
+    assert (
+        marker["step"] == 6
+        and marker["files"]["model.safetensors"] == (step6 / "model.safetensors").stat().st_size
+    )
+    assert set(marker["files"]) == {"model.safetensors", "optimizer.pt", "rng.pt", "sampler.json"}
+    assert verify_checkpoint(step6) == 6
+    truncate(step6 / "model.safetensors")
+    with pytest.raises(DamagedFileError, match=rf"damaged file {step6 / 'model.safetensors'}"):
+        verify_checkpoint(step6)
+    with caplog.at_level(logging.WARNING, logger="moelab.train.checkpoint"):
+        resumed = tiny_llama()
+        summary = train(resumed, RandomTokens(), cfg, tmp_path / "ck", tmp_path / "log.csv")
+    assert summary["resumed_from"].endswith("step-000004")
+    assert f"skipping damaged checkpoint {step6}" in caplog.text
+    assert f"resuming from the previous complete checkpoint {step4}" in caplog.text
+    assert weights_equal(straight, resumed)  # same seed, same result
+
+    caplog.clear()
+    truncate(step4 / "optimizer.pt")
+    truncate(step6 / "rng.pt")
+    with caplog.at_level(logging.WARNING, logger="moelab.train.checkpoint"):
+        fresh = tiny_llama()
+        summary = train(fresh, RandomTokens(), cfg, tmp_path / "ck", tmp_path / "log.csv")
+    assert summary["resumed_from"] is None
+    assert f"damaged file {step4 / 'optimizer.pt'}" in caplog.text
+    assert "(skipped step-000006, step-000004): training starts from scratch" in caplog.text
+    assert weights_equal(straight, fresh)
