@@ -6,11 +6,14 @@ import logging
 import pytest
 import torch
 from conftest import TINY, tiny_llama
+from test_evaluate_plan import EVAL, FakeRunner, _fake_model, _run
 from test_io import tiny_tokenizer
 from test_train import RandomTokens
 from transformers import AutoModelForCausalLM
 
 from moelab.errors import DamagedFileError, rebuild_hint
+from moelab.evaluate.cache import EvalCache, model_sha256
+from moelab.evaluate.plan import paper_plan
 from moelab.files import verify_model_folder, verify_safetensors
 from moelab.io import load_model, save_model
 from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
@@ -136,3 +139,32 @@ def test_resume_skips_a_damaged_newest_checkpoint_then_starts_fresh(tmp_path, ca
     assert f"damaged file {step4 / 'optimizer.pt'}" in caplog.text
     assert "(skipped step-000006, step-000004): training starts from scratch" in caplog.text
     assert weights_equal(straight, fresh)
+
+
+# ---------------------------------------------------------------- evaluation cache
+
+
+def test_damaged_cache_entry_is_rescored_with_a_warning(tmp_path, caplog):
+    model = _fake_model(tmp_path / "model")
+    cache, runner = EvalCache(tmp_path / "cache"), FakeRunner()
+    plan = paper_plan(EVAL, "llama_moe")
+    first = _run(model, plan, cache, runner)
+    key = EvalCache.key(model_sha256(model), "sciq", 0, 50, "local", seed=1, dtype="float32")
+    entry_file = cache.path(key)
+    stored = json.loads(entry_file.read_text())
+    assert stored["primary"] == first["primary"]["sciq"] == pytest.approx(0.04)
+    damages = {
+        "unreadable": entry_file.read_text()[:40],
+        "does not match its checksum": json.dumps({**stored, "primary": 0.99}),  # a silently wrong number
+        "no checksum": json.dumps({k: v for k, v in stored.items() if k != "sha256"}),
+    }
+    for problem, text in damages.items():
+        entry_file.write_text(text)
+        caplog.clear()
+        n_calls = len(runner.calls)
+        with caplog.at_level(logging.WARNING, logger="moelab.evaluate.cache"):
+            again = _run(model, plan, cache, runner)
+        assert f"damaged evaluation cache entry {entry_file}: " in caplog.text and problem in caplog.text
+        assert runner.calls[n_calls:] == [{"tasks": ["sciq"], "limit": 50, "num_fewshot": {"sciq": 0}}]
+        assert again["primary"] == first["primary"] and again["cached"]["sciq"] is False
+        assert json.loads(entry_file.read_text()) == stored  # rewritten intact
