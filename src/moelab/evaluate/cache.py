@@ -2,7 +2,11 @@
 
 One JSON file per key under the cache folder (config `evaluate.cache_dir`, default results/eval/cache):
 
-    <cache_dir>/<task>/<sha256 of the key, 32 hex>.json = {"key": {...}, "metrics": {...}, "primary": v}
+    <cache_dir>/<task>/<sha256 of the key, 32 hex>.json = {"key": {...}, "metrics": {...}, "primary": v,
+                                                           "sha256": checksum of the other three}
+
+A damaged entry (unparseable, another key, a checksum that does not match its content, or no checksum: written
+before entries had one) is a miss with a warning naming the file: the task is rescored and the entry rewritten.
 
 The key holds everything that changes a score: the model checksum (`model_sha256`: weights, config and tokenizer
 files, not the provenance sidecar), task, shots used, example limit, suite, lm-eval version, seed (few-shot
@@ -16,12 +20,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
 from importlib import metadata
 from pathlib import Path
 
 from moelab.provenance import fingerprint, sha256_path
+
+log = logging.getLogger(__name__)
 
 # Files of a checkpoint folder that determine its outputs (weights, configs, tokenizer, chat template).
 MODEL_SUFFIXES = (".safetensors", ".json", ".jinja", ".model", ".txt")
@@ -126,24 +133,45 @@ class EvalCache:
         return self.root / key["task"] / f"{digest}.json"
 
     def get(self, key: dict) -> dict | None:
-        """The stored entry {"key", "metrics", "primary"} or None (miss, cache disabled, unreadable file,
-        or a file whose stored key differs)."""
+        """The stored entry {"key", "metrics", "primary", "sha256"} or None: a miss, the cache disabled, or a
+        damaged file (logged as a warning naming it; the caller rescores and `put` rewrites it)."""
         if not self.enabled:
             return None
         path = self.path(key)
+        if not path.is_file():
+            return None
         try:
             entry = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
-        return entry if isinstance(entry, dict) and entry.get("key") == key else None
+        except (OSError, ValueError) as err:
+            return self._damaged(path, f"unreadable ({err})")
+        if not isinstance(entry, dict) or entry.get("key") != key:
+            return self._damaged(path, "it holds another key's result")
+        if "sha256" not in entry:
+            return self._damaged(path, "it has no checksum (written by an older moelab)")
+        if entry["sha256"] != _checksum(entry):
+            return self._damaged(path, "its content does not match its checksum")
+        return entry
+
+    @staticmethod
+    def _damaged(path: Path, problem: str) -> None:
+        log.warning(
+            "damaged evaluation cache entry %s: %s; rescoring that task and rewriting it", path, problem
+        )
+        return None
 
     def put(self, key: dict, metrics: dict, primary: float | None) -> dict:
         """Store one task's metrics (the `summarise` per-task dict) and primary value; returns the entry."""
-        entry = {"key": key, "metrics": metrics, "primary": primary}
+        entry = json.loads(json.dumps({"key": key, "metrics": metrics, "primary": primary}, default=str))
+        entry["sha256"] = _checksum(entry)
         if self.enabled:  # unique temp file + rename: parallel jobs writing the same key never mix bytes
             path = self.path(key)
             path.parent.mkdir(parents=True, exist_ok=True)
             with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".tmp", delete=False) as fh:
-                json.dump(entry, fh, indent=2, default=str)
+                json.dump(entry, fh, indent=2)
             os.replace(fh.name, path)
         return entry
+
+
+def _checksum(entry: dict) -> str:
+    """sha256 of an entry's key, metrics and primary value (as stored in JSON)."""
+    return fingerprint({k: entry.get(k) for k in ("key", "metrics", "primary")})

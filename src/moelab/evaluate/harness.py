@@ -28,6 +28,7 @@ from moelab.evaluate.tasks import (
     resolve_num_fewshot,
     write_task_yamls,
 )
+from moelab.files import verify_model_folder
 
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
 
@@ -187,6 +188,8 @@ def load_hflm(model_dir: Path, *, batch_size: int, device: str, dtype: str):
 
     Raises:
         ValueError: `dtype` names no torch dtype.
+        FileNotFoundError / DamagedFileError: the folder is incomplete or a weights file is damaged (named;
+            `moelab.files.verify_model_folder`, checked before loading).
     """
     import torch
     from lm_eval.models.huggingface import HFLM
@@ -197,6 +200,7 @@ def load_hflm(model_dir: Path, *, batch_size: int, device: str, dtype: str):
     torch_dtype = getattr(torch, dtype, None)
     if not isinstance(torch_dtype, torch.dtype):
         raise ValueError(f"dtype must name a torch dtype (e.g. 'float32', 'bfloat16'), got {dtype!r}")
+    verify_model_folder(model_dir)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch_dtype).to(device).eval()
     return HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size, backend="causal")

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from moelab.files import verify_model_folder
+
 PRETRAIN_KIND, SFT_KIND = "pretrain_domain", "sft_domain"
 log = logging.getLogger(__name__)
 
@@ -257,11 +259,13 @@ def analyse_routing(
         {"gate_load": rows, "coselection": rows, "specialisation": rows} (see the row functions).
     Raises:
         ValueError: the checkpoint has no MoE layer, an empty source, an unknown kind.
+        FileNotFoundError / DamagedFileError: a weights file is missing or damaged (named; checked first).
     """
     from transformers import AutoModelForCausalLM
 
     import moelab.models  # noqa: F401  (registers LlamaMoE with the Auto classes)
 
+    verify_model_folder(model_dir)
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=getattr(torch, dtype)).to(device)
     moe_routers(model)  # fail before any work for a dense checkpoint
     pad_id = model.config.pad_token_id if model.config.pad_token_id is not None else 0

@@ -12,6 +12,7 @@ Shape legend: B batch, L sequence length, H hidden, T = B*L tokens, N experts, K
 """
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,6 +33,8 @@ from transformers.models.llama.modeling_llama import (
 from transformers.utils.deprecation import deprecate_kwarg
 from transformers.utils.generic import merge_with_config_defaults
 from transformers.utils.output_capturing import capture_outputs
+
+from moelab.files import verify_model_folder
 
 from .attention_moe import LlamaMoEAttention
 from .configuration_llama_moe import LlamaMoEConfig
@@ -313,6 +316,20 @@ class LlamaMoEForCausalLM(LlamaMoEPreTrainedModel, GenerationMixin):
 
     _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
     generation_config_class = LlamaMoEGenerationConfig
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained``, checking a local folder's weights first.
+
+        Plain ``AutoModelForCausalLM.from_pretrained(folder)`` on one of our checkpoints lands here.
+
+        Raises:
+            FileNotFoundError / moelab.errors.DamagedFileError: a weights file of a local folder is missing or
+                damaged (named, with what to do; ``moelab.files.verify_model_folder``).
+        """
+        if Path(str(pretrained_model_name_or_path)).is_dir() and not kwargs.get("gguf_file"):
+            verify_model_folder(pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
     def __init__(self, config: LlamaMoEConfig):
         super().__init__(config)

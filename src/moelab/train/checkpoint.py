@@ -1,8 +1,10 @@
 """Training checkpoints: model, optimiser, RNG and data-sampler state saved together (torchtitan habit).
 
 Layout: ``<ckpt_dir>/step-000040/`` holding ``model.safetensors``, ``optimizer.pt``, ``rng.pt``,
-``sampler.json`` and, written last, ``COMPLETE``. A folder without ``COMPLETE`` (a save interrupted by a
-kill) is ignored and overwritten. Only ``weights_only=True`` loads are used. Several processes: the main
+``sampler.json`` and, written last, ``COMPLETE`` (JSON: the step and every file's size in bytes). A folder
+without ``COMPLETE`` (a save interrupted by a kill) is ignored and overwritten; one whose files no longer match
+their ``COMPLETE`` sizes, or whose weights file is damaged (:func:`verify_checkpoint`), is skipped on resume
+in favour of the previous complete one (:func:`resume_checkpoint`, which logs what it skipped and why). Only ``weights_only=True`` loads are used. Several processes: the main
 process writes (DDP state is replicated) and ``rng.pt`` also holds every process's RNG state. Under FSDP
 with ``fsdp_state_dict_type: FULL_STATE_DICT`` (config/accelerate/fsdp.yaml) the same two files hold the
 full (unsharded) model and optimiser state gathered from every process; there ``optimizer.pt`` is keyed by
@@ -21,6 +23,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
+from moelab.errors import DamagedFileError
+from moelab.files import verify_safetensors
 from moelab.train.dist import gather_rng_states, is_fsdp
 
 MARKER = "COMPLETE"
@@ -44,6 +48,74 @@ def latest_checkpoint(ckpt_dir: Path) -> Path | None:
     """The newest complete checkpoint folder, or None."""
     found = complete_checkpoints(ckpt_dir)
     return found[-1] if found else None
+
+
+def verify_checkpoint(path: Path) -> int:
+    """Check a checkpoint folder against its ``COMPLETE`` marker without loading it.
+
+    Every file the marker lists must exist with its recorded size, and ``model.safetensors`` (when there is
+    one) must pass :func:`moelab.files.verify_safetensors`. A marker holding only the step (written before
+    the marker listed files) checks the weights file alone.
+
+    Returns:
+        The checkpoint's step.
+
+    Raises:
+        FileNotFoundError: no ``COMPLETE`` marker (an interrupted save) or a listed file is missing (named).
+        DamagedFileError: the marker does not parse, a file's size differs from the marker's, or the weights
+            file is damaged; the message names the file and says to delete the checkpoint folder.
+    """
+    path = Path(path)
+    marker = path / MARKER
+    if not marker.is_file():
+        raise FileNotFoundError(f"checkpoint {path} is incomplete (no {MARKER} marker): an interrupted save")
+    try:
+        record = json.loads(marker.read_text())
+    except ValueError:
+        raise DamagedFileError(marker, "not a checkpoint completion record") from None
+    if isinstance(record, int):  # legacy marker: the step alone
+        record = {"step": record, "files": {}}
+    if not isinstance(record, dict) or not isinstance(record.get("files"), dict):
+        raise DamagedFileError(marker, "not a checkpoint completion record")
+    for name, size in record["files"].items():
+        f = path / name
+        if not f.is_file():
+            raise FileNotFoundError(
+                f"checkpoint file {f} is missing; delete {path} (training resumes before it)"
+            )
+        if f.stat().st_size != size:
+            raise DamagedFileError(f, f"{f.stat().st_size} bytes, {size} when the checkpoint was written")
+    if (path / "model.safetensors").is_file():
+        verify_safetensors(path / "model.safetensors")
+    return int(record["step"])
+
+
+def resume_checkpoint(ckpt_dir: Path) -> Path | None:
+    """The newest checkpoint that verifies (:func:`verify_checkpoint`), or None to start from scratch.
+
+    A damaged newer checkpoint is skipped with a warning naming it and the reason; when every checkpoint is
+    damaged the warning says training starts from scratch. The same files give every process the same answer.
+    """
+    skipped = []
+    for found in reversed(complete_checkpoints(ckpt_dir)):
+        try:
+            verify_checkpoint(found)
+        except (OSError, ValueError) as err:
+            log.warning("skipping damaged checkpoint %s: %s", found, err)
+            skipped.append(found.name)
+            continue
+        if skipped:
+            log.warning(
+                "resuming from the previous complete checkpoint %s (skipped %s)", found, ", ".join(skipped)
+            )
+        return found
+    if skipped:
+        log.warning(
+            "no intact checkpoint in %s (skipped %s): training starts from scratch",
+            ckpt_dir,
+            ", ".join(skipped),
+        )
+    return None
 
 
 def claim_checkpoint_dir(ckpt_dir: Path, run_id: str | None) -> None:
@@ -149,7 +221,10 @@ def save_checkpoint(
             torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
         torch.save({"torch": rng[0], **({"ranks": rng} if len(rng) > 1 else {})}, tmp / "rng.pt")
         (tmp / "sampler.json").write_text(json.dumps({"step": step, "sampler": source.state_dict()}))
-        (tmp / MARKER).write_text(f"{step}\n")
+        files = {
+            p.relative_to(tmp).as_posix(): p.stat().st_size for p in sorted(tmp.rglob("*")) if p.is_file()
+        }
+        (tmp / MARKER).write_text(json.dumps({"step": step, "files": files}, indent=1) + "\n")
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         for old in complete_checkpoints(ckpt_dir)[:-keep]:
@@ -168,6 +243,7 @@ def load_checkpoint(path: Path, model, optimizer, source, *, accelerator=None, w
     loading).
 
     Raises:
+        FileNotFoundError / DamagedFileError: as :func:`verify_checkpoint` (checked first; names the file).
         ValueError: the checkpoint is incomplete, its weights do not fit ``model``, or its optimiser state
             was written by another parallelism (FSDP vs DDP / single process: resume with the launcher
             config that wrote it, or delete the checkpoint folder).
@@ -175,6 +251,7 @@ def load_checkpoint(path: Path, model, optimizer, source, *, accelerator=None, w
     path = Path(path)
     if not (path / MARKER).exists():
         raise ValueError(f"checkpoint {path} is incomplete (no {MARKER} marker)")
+    verify_checkpoint(path)
     fsdp = is_fsdp(accelerator)
     if fsdp and _full_state(accelerator):
         from torch.distributed.checkpoint.state_dict import (

@@ -27,8 +27,8 @@ from moelab.provenance import fingerprint
 from moelab.train.checkpoint import (
     claim_checkpoint_dir,
     gather_full_state,
-    latest_checkpoint,
     load_checkpoint,
+    resume_checkpoint,
     save_checkpoint,
 )
 from moelab.train.config import TrainConfig, TrainRunConfig
@@ -155,7 +155,7 @@ def train(
         claim_checkpoint_dir(ckpt_dir, run_id)
     acc.wait_for_everyone()
     start, resumed_from = 0, None
-    if (found := latest_checkpoint(ckpt_dir)) is not None:
+    if (found := resume_checkpoint(ckpt_dir)) is not None:
         start = load_checkpoint(found, unwrapped, optimizer, source, accelerator=acc, wrapped=model)
         resumed_from = str(found)
     rows = _read_log(log_csv, start) if start else []
