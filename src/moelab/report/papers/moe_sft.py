@@ -78,22 +78,22 @@ MOE_SFT_WEIGHTS = TableSpec(
     ),
 )
 # Static sampling weights of the official repository's baselines (conf/prob_map/*.json), in percent.
-_WEIGHT_ROWS = {
-    "uniform": "uniform",
-    "static (proportional to size)": "static (proportional to size)",
-    "static (gate-load weights)": "static (gate-load weights)",
-    "static (sentence-embedding weights)": "static (sentence-embedding weights)",
-    "random batch / cycle start (one-hot)": "random batch / cycle start (one-hot)",
-    "dynamic final weights, static (LLaMA-MoE-3.5B)": "dynamic final weights, static (LLaMA-MoE-3.5B)",
-    "dynamic final weights, static (MoLM-700M-4B)": "dynamic final weights, static (MoLM-700M-4B)",
-}
+_WEIGHT_ROWS = (  # row label = the published row's model
+    "uniform",
+    "static (proportional to size)",
+    "static (gate-load weights)",
+    "static (sentence-embedding weights)",
+    "random batch / cycle start (one-hot)",
+    "dynamic final weights, static (LLaMA-MoE-3.5B)",
+    "dynamic final weights, static (MoLM-700M-4B)",
+)
 MOE_SFT_SAMPLING_WEIGHTS = TableSpec(
     paper="moe_sft",
     name="table_sampling_weights",
     title="MoE-SFT: static sampling weights of the baselines (percent of examples, official repository)",
     published_table="sampling_weights",
     columns=tuple(Column(n, kind="extra") for n in ("code", "math", "orca", "sharegpt")),
-    rows=tuple(Row(label, published=pub) for label, pub in _WEIGHT_ROWS.items()),
+    rows=tuple(Row(label, published=label) for label in _WEIGHT_ROWS),
     notes=(
         "Values from the official repository's conf/prob_map/<file>.json (x100, 2 decimals): uniform.json, "
         "datasize.json, gate_load.json, sent_emb.json, roll.json (one-hot start of the cycle and random-batch "
