@@ -10,7 +10,6 @@ it is never run in the tests, which check only the name mapping and the argument
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -88,7 +87,8 @@ def hub_spec(task: str, resolve: bool = True) -> str | dict:
     does not ship (`HubTask.base`) an inline config: the base task's YAML (read from the installed lm-eval, no
     network) with the overrides applied ("k" sets the k list of the pass@k metric, "temperature" the sampling
     temperature, other keys replace top-level fields). `resolve=False` leaves `!function` entries as their dotted
-    paths instead of importing them (HumanEval's metric module fetches `code_eval` from the hub on import):
+    paths instead of importing them (HumanEval's metric module loads `code_eval` on import; resolve code tasks inside
+    `moelab.evaluate.hub_code.sandboxed_code_eval`, as `run_hub_eval` does):
     for inspecting the arguments offline.
 
     Raises:
@@ -218,10 +218,16 @@ def run_hub_eval(
     """Evaluate a checkpoint folder on lm-eval's built-in tasks (hub data); same signature and summary as
     `moelab.evaluate.run_lm_eval` (`eval_dir` is unused). Needs network access or a filled HF datasets cache.
 
+    HumanEval / MBPP (`HubTask.unsafe`) are scored by lm-eval's own task code, but their `code_eval` metric is
+    replaced by `moelab.evaluate.hub_code.SandboxedCodeEval` (programs run under `evaluate.code_sandbox`, the
+    active `moelab.evaluate.sandbox` isolation); Hugging Face's executor is never enabled.
+
     Raises:
         ValueError: unmapped task, bad limit/shots/dtype. FileNotFoundError: no config.json in `model_dir`.
+        SandboxUnavailableError: a code task and the isolation cannot run here.
+        RuntimeError: a code task's docs were scored without the sandbox (results refused).
     """
-    requests = hub_requests(list(tasks), num_fewshot, limit, seed)  # validates before the model loads
+    hub_requests(list(tasks), num_fewshot, limit, seed, resolve=False)  # validates before anything loads
     model_dir = Path(model_dir)
     if not (model_dir / "config.json").is_file():
         raise FileNotFoundError(f"model folder has no config.json: {model_dir}")
@@ -229,14 +235,32 @@ def run_hub_eval(
     from lm_eval.tasks import TaskManager
 
     from moelab.evaluate.harness import load_hflm
+    from moelab.evaluate.hub_code import sandboxed_code_eval
 
-    if any(r["confirm_run_unsafe_code"] for r in requests):
-        os.environ.setdefault("HF_ALLOW_CODE_EVAL", "1")
-    lm = load_hflm(model_dir, batch_size=batch_size, device=device, dtype=dtype)
-    manager = TaskManager()  # lm-eval's built-in tasks
-    merged: dict = {"results": {}, "n-shot": {}, "n-samples": {}, "group_subtasks": {}}
-    for request in requests:
-        raw = lm_eval.simple_evaluate(model=lm, task_manager=manager, **request)
-        for part in merged:
-            merged[part].update(raw.get(part, {}))
+    code_tasks = [t for t in tasks if HUB_TASKS[t].unsafe]
+    with (
+        sandboxed_code_eval() as metric
+    ):  # before hub_requests: resolving an inline code task imports its metric
+        requests = hub_requests(list(tasks), num_fewshot, limit, seed)  # validates before the model loads
+        lm = load_hflm(model_dir, batch_size=batch_size, device=device, dtype=dtype)
+        manager = TaskManager()  # lm-eval's built-in tasks
+        merged: dict = {"results": {}, "n-shot": {}, "n-samples": {}, "group_subtasks": {}}
+        for request in requests:
+            raw = lm_eval.simple_evaluate(model=lm, task_manager=manager, **request)
+            for part in merged:
+                merged[part].update(raw.get(part, {}))
+    if code_tasks:
+        _require_sandboxed(code_tasks, merged, metric.programs)
     return summarise_hub(merged, list(tasks))
+
+
+def _require_sandboxed(code_tasks: list[str], merged: dict, programs: int) -> None:
+    """Refuse code-task results that did not come through moelab's sandbox: every evaluated doc runs at least
+    one program through `SandboxedCodeEval`, so fewer programs than code docs means lm-eval scored them some
+    other way (e.g. a future lm-eval with its own executor). Raises RuntimeError naming the tasks."""
+    docs = sum(int(merged["n-samples"].get(HUB_TASKS[t].name, {}).get("effective", 0)) for t in code_tasks)
+    if programs < max(docs, 1):
+        raise RuntimeError(
+            f"hub code tasks {code_tasks}: {docs} docs evaluated but only {programs} programs ran in moelab's "
+            "sandbox; lm-eval scored them some other way, so the results are refused (see moelab.evaluate.hub_code)"
+        )
