@@ -6,7 +6,7 @@ from pathlib import Path
 if snakemake.params.model["source"] == "pretrained":  # noqa: F821 - a hub id needs the hub (setup forbids it)
     os.environ.setdefault("HF_HUB_OFFLINE", "0")
 
-from moelab.files import package_dir  # noqa: E402
+from moelab.files import drop_stale_manifest, package_dir  # noqa: E402
 from moelab.models import materialise  # noqa: E402
 from moelab.provenance import Provenance  # noqa: E402
 from moelab.runtime import setup  # noqa: E402
@@ -14,6 +14,7 @@ from moelab.runtime import setup  # noqa: E402
 log = setup(snakemake.log[0], snakemake.threads, snakemake.params.seed)  # noqa: F821
 m = snakemake.params.model  # noqa: F821
 out = Path(snakemake.output[0])  # noqa: F821
+drop_stale_manifest(out)  # resources/manifest.json no longer describes what is downloaded
 prov = Provenance(config=m, seed=snakemake.params.seed)  # noqa: F821
 resolved = None  # the hub commit of a pretrained source
 if m["source"] == "gguf":

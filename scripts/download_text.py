@@ -12,11 +12,13 @@ if sm.params.source == "hub":  # the hub must be reachable (runtime.setup forbid
     os.environ.setdefault("HF_DATASETS_OFFLINE", "0")
 
 from moelab import data  # noqa: E402
+from moelab.files import drop_stale_manifest  # noqa: E402
 from moelab.provenance import Provenance  # noqa: E402
 from moelab.runtime import setup  # noqa: E402
 
 log = setup(sm.log[0], sm.threads, sm.params.seed)
 out = Path(sm.output[0])
+drop_stale_manifest(out)  # resources/manifest.json no longer describes what is downloaded
 domain = sm.wildcards.domain
 prov = Provenance(config=dict(sm.params), seed=sm.params.seed)
 pretrain = sm.rule == "download_pretrain_data"

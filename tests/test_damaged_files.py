@@ -168,3 +168,75 @@ def test_damaged_cache_entry_is_rescored_with_a_warning(tmp_path, caplog):
         assert runner.calls[n_calls:] == [{"tasks": ["sciq"], "limit": 50, "num_fewshot": {"sciq": 0}}]
         assert again["primary"] == first["primary"] and again["cached"]["sciq"] is False
         assert json.loads(entry_file.read_text()) == stored  # rewritten intact
+
+
+# ---------------------------------------------------------------- the download manifest, re-verified at use
+
+
+def _downloads(tmp_path):
+    """resources/ with a data file and a model folder, and its manifest (as rule manifest writes it)."""
+    from moelab.files import write_manifest
+
+    res = tmp_path / "resources"
+    (res / "data" / "pretrain").mkdir(parents=True)
+    web = res / "data" / "pretrain" / "web.jsonl"
+    web.write_text('{"text": "one"}\n{"text": "two"}\n')
+    model = res / "models" / "dense"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    (model / "model.safetensors").write_bytes(b"\x00" * 64)
+    write_manifest([web, model], res / "manifest.json", root=res)
+    return res, web, model
+
+
+def test_manifest_round_trip_and_each_kind_of_damage(tmp_path):
+    from moelab.files import verify_manifest
+
+    res, web, model = _downloads(tmp_path)
+    manifest = res / "manifest.json"
+    assert verify_manifest(manifest) == 3
+    assert verify_manifest(manifest, only=[model]) == 2
+    web.write_text(web.read_text().replace("one", "uno"))  # same size, other bytes
+    hint = r"delete resources/data/pretrain/web.jsonl and rerun `snakemake resources/data/pretrain/web.jsonl`"
+    with pytest.raises(DamagedFileError, match=rf"damaged file {web}: sha256 differs.*{hint}"):
+        verify_manifest(manifest)
+    assert verify_manifest(manifest, only=[model]) == 2  # the damage is outside the scope
+    web.write_text("{")
+    with pytest.raises(DamagedFileError, match=r": 1 bytes, but 32 when downloaded"):
+        verify_manifest(manifest, only=[web])
+    web.unlink()
+    with pytest.raises(DamagedFileError, match=r"web.jsonl: listed in .*manifest.json but missing"):
+        verify_manifest(manifest, only=[res / "data"])
+    manifest.write_text("[1, 2")
+    with pytest.raises(
+        DamagedFileError, match=r"manifest.json: not a checksum manifest.*snakemake resources/manifest"
+    ):
+        verify_manifest(manifest, only=[model])
+
+
+def test_a_step_refuses_a_download_damaged_after_the_manifest(tmp_path):
+    """Provenance (every script's first step) re-verifies its downloaded inputs before the work starts."""
+    from moelab.provenance import Provenance
+
+    res, web, model = _downloads(tmp_path)
+    Provenance(config={}, inputs=[model, web])  # intact: passes
+    weights = model / "model.safetensors"
+    weights.write_bytes(b"\x01" + weights.read_bytes()[1:])
+    with pytest.raises(
+        DamagedFileError, match=r"model.safetensors: sha256 differs.*snakemake resources/models/dense"
+    ):
+        Provenance(config={}, inputs=[web, model])
+    Provenance(config={}, inputs=[web])  # only the inputs a step uses are checked
+    Provenance(config={}, inputs=[tmp_path / "resources" / "absent.jsonl"])  # left to the step itself
+
+
+def test_a_redownload_drops_the_stale_manifest(tmp_path):
+    from moelab.files import drop_stale_manifest, manifest_for, verify_inputs
+
+    res, web, model = _downloads(tmp_path)
+    assert manifest_for(web) == (res / "manifest.json").resolve()
+    assert manifest_for(tmp_path / "elsewhere" / "x.jsonl") is None
+    web.write_text("new download\n")
+    assert drop_stale_manifest(web) is True and not (res / "manifest.json").exists()
+    assert verify_inputs([web, model]) == 0  # no manifest yet: nothing to compare against
+    assert drop_stale_manifest(web) is False

@@ -220,6 +220,83 @@ def write_manifest(paths: list[Path], out_path: str | Path, root: str | Path) ->
     return manifest
 
 
+MANIFEST_NAME = "manifest.json"  # resources/manifest.json (rule manifest): every downloaded file's checksum
+
+
+def manifest_for(path: str | Path) -> Path | None:
+    """The manifest that covers ``path``: ``<resources>/manifest.json`` of the nearest ancestor folder named
+    ``resources`` (where every download lands), or None for a path outside one. The manifest may not exist."""
+    for parent in Path(path).resolve().parents:
+        if parent.name == "resources":
+            return parent / MANIFEST_NAME
+    return None
+
+
+def verify_manifest(manifest_path: str | Path, only: Iterable[str | Path] | None = None) -> int:
+    """Re-check the files a manifest lists against their recorded size and sha256 (size first: cheap).
+
+    Args:
+        manifest_path: a manifest written by :func:`write_manifest`; its keys are relative to its folder.
+        only: files or folders; when given, only the listed files at or below them are checked.
+    Returns:
+        the number of files checked.
+    Raises:
+        DamagedFileError: the manifest does not parse, or a listed file is missing, has another size or
+            another sha256 (the file is named, with what to delete and rerun).
+    """
+    manifest_path = Path(manifest_path)
+    root = manifest_path.resolve().parent
+    try:
+        entries = json.loads(manifest_path.read_text(encoding="utf-8"))
+        recorded = {rel: (int(e["bytes"]), str(e["sha256"])) for rel, e in entries.items()}
+    except (ValueError, TypeError, KeyError, AttributeError) as err:
+        raise DamagedFileError(manifest_path, f"not a checksum manifest ({err})") from None
+    scopes = None if only is None else [Path(p).resolve() for p in only]
+    checked = 0
+    for rel, (size, digest) in recorded.items():
+        path = root / rel
+        if scopes is not None and not any(path == s or s in path.parents for s in scopes):
+            continue
+        if not path.is_file():
+            raise DamagedFileError(path, f"listed in {manifest_path} but missing")
+        if path.stat().st_size != size:
+            raise DamagedFileError(
+                path, f"{path.stat().st_size} bytes, but {size} when downloaded ({manifest_path})"
+            )
+        if sha256_path(path) != digest:
+            raise DamagedFileError(
+                path, f"sha256 differs from the one recorded at download ({manifest_path})"
+            )
+        checked += 1
+    return checked
+
+
+def verify_inputs(paths: Iterable[str | Path]) -> int:
+    """Re-verify the downloaded files among a step's inputs before it uses them (:func:`verify_manifest`
+    against the manifest of each existing path below a ``resources`` folder, when that manifest exists).
+    Paths that do not exist are left to the step (it raises its own error). Returns the files checked.
+
+    Raises:
+        DamagedFileError: as :func:`verify_manifest`.
+    """
+    scopes: dict[Path, list[Path]] = {}
+    for p in map(Path, paths):
+        manifest = manifest_for(p) if p.exists() else None
+        if manifest is not None and manifest.is_file():
+            scopes.setdefault(manifest, []).append(p)
+    return sum(verify_manifest(m, only=ps) for m, ps in scopes.items())
+
+
+def drop_stale_manifest(output: str | Path) -> bool:
+    """Delete the manifest covering a download output about to be (re)written: it no longer describes the
+    files, and a stale manifest would flag the new file as damaged. Returns whether one was deleted."""
+    manifest = manifest_for(output)
+    if manifest is None or not manifest.is_file():
+        return False
+    manifest.unlink()
+    return True
+
+
 SAFETENSORS_INDEX = "model.safetensors.index.json"
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
-from moelab.files import sha256_path
+from moelab.files import sha256_path, verify_inputs
 
 TRACKED_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "lm_eval", "snakemake", "moelab")
 
@@ -67,8 +67,15 @@ class Provenance:
     """
 
     def __init__(self, config: dict, inputs: Iterable[str | Path] = (), seed: int | None = None):
+        """Start timing the step. Downloaded inputs are re-verified here, before the step uses them
+        (`moelab.files.verify_inputs`: sizes and sha256 against resources/manifest.json, when it exists).
+
+        Raises:
+            DamagedFileError: a downloaded input changed since the manifest was written (the file is named).
+        """
         self.config = config
         self.inputs = [Path(p) for p in inputs]
+        verify_inputs(self.inputs)
         self.seed = seed
         self.start = time.time()
 
