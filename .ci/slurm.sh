@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # Real-Slurm test of profiles/slurm: installs Debian's slurm-wlm + munge, starts a one-node cluster on
-# localhost (munged, slurmctld, slurmd; no systemd), runs the smoke DAG in a copy of the workflow through
-#   snakemake --profile profiles/slurm --profile profiles/slurm-ci --configfile config/smoke.yaml
-# and checks that every job went through sbatch and completed, and that the evaluate jobs got a (fake) GPU
-# through Slurm's gres. Daemons are stopped and the cluster is removed on exit, also on failure.
+# localhost (munged, slurmctld, slurmd; no systemd) and runs two phases in a copy of the workflow:
+#   smoke:  snakemake --profile profiles/slurm --profile profiles/slurm-ci --configfile config/smoke.yaml
+#           every job went through sbatch and completed; the evaluate jobs got a (fake) GPU through gres.
+#   resume: the smoke pretrain made long (300 steps, a checkpoint every 10) with a 1-minute Slurm time limit
+#           (job_resources) and --retries 2: Slurm kills the first attempt (TIMEOUT), Snakemake resubmits it
+#           with the limit grown x1.5 (2 min), the retry resumes from the last checkpoint and COMPLETES.
+# Daemons are stopped and the cluster is removed on exit, also on failure.
 #
 # Usage: bash .ci/slurm.sh        (as root on Debian 12; needs the project's .venv, i.e. after `make test`)
 # Env:   MOELAB_SLURM_DIR  scratch folder, wiped at start   (default /tmp/moelab-slurm-ci)
 #        MOELAB_SLURM_KEEP=1  keep the scratch folder (logs, workflow copy) after a successful run
 #        MOELAB_SLURM_PORT  slurmctld port; slurmd uses the next one (default 6817)
 #        MOELAB_PYTHON  the Python with snakemake + the Slurm plugin (default .venv/bin/python)
+#        MOELAB_SLURM_PHASES  which phases to run, in order (default "smoke resume")
 # Meant for a disposable CI machine: while it runs, /etc/slurm/{slurm,gres}.conf are this test's.
 set -euo pipefail
 
@@ -17,6 +21,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${MOELAB_SLURM_DIR:-/tmp/moelab-slurm-ci}
 PORT=${MOELAB_SLURM_PORT:-6817}
 PY=${MOELAB_PYTHON:-$ROOT/.venv/bin/python}
+PHASES=${MOELAB_SLURM_PHASES:-smoke resume}
 ETC=/etc/slurm
 MARK="# one-node test cluster of .ci/slurm.sh (removed when it exits)"
 WORKFLOW_FILES=(Snakefile config.yaml config rules scripts report profiles envs)
@@ -57,7 +62,7 @@ restore_etc() {
 on_exit() {
     local rc=$?
     if [[ $rc -ne 0 && -d $WORK/log ]]; then
-        for f in "$WORK"/log/slurmctld.log "$WORK"/log/slurmd.log "$WORK"/log/snakemake.log; do
+        for f in "$WORK"/log/slurmctld.log "$WORK"/log/slurmd.log "$WORK"/log/snakemake*.log; do
             [[ -f $f ]] && { echo "----- tail $f"; tail -n 40 "$f"; }
         done
     fi
@@ -183,21 +188,53 @@ wait_for 30 slurmd test -s "$WORK/run/slurmd.pid"
 wait_for 60 "node $NODE idle" bash -c "sinfo -h -N -o %T | grep -qx idle"
 say "cluster up: $(sinfo -h -o '%P %a %D %T %G')"
 
-# 4. Run the smoke DAG through the Slurm profile -------------------------------------------------------
+# 4. Phases, in a copy of the workflow ---------------------------------------------------------------
 WF=$WORK/wf
 mkdir -p "$WF"
 for name in "${WORKFLOW_FILES[@]}"; do cp -r "$ROOT/$name" "$WF/"; done
-say "snakemake --profile profiles/slurm --profile profiles/slurm-ci --configfile config/smoke.yaml"
 cd "$WF"
-T_DAG=$SECONDS
-"$PY" -m snakemake --profile profiles/slurm --profile profiles/slurm-ci --configfile config/smoke.yaml \
-    >"$WORK/log/snakemake.log" 2>&1 &
-SNAKEMAKE_PID=$!
-wait "$SNAKEMAKE_PID" || die "snakemake failed (log: $WORK/log/snakemake.log)"
-SNAKEMAKE_PID=
-say "smoke DAG done in $((SECONDS - T_DAG))s"
 
-# 5. Checks: every job went through sbatch, completed, and evaluate got the fake GPU ----------------------
-"$PY" "$ROOT/.ci/slurm_check.py" --log "$WORK/log/snakemake.log" --jobcomp "$WORK/log/jobcomp.log" \
-    --workdir "$WF" --gpu-rule evaluate
-say "all checks passed; total $((SECONDS - T0))s"
+run_snakemake() { # run_snakemake LOG ARGS...: snakemake through both profiles, in the background (trap-safe)
+    local log=$1
+    shift
+    say "snakemake --profile profiles/slurm --profile profiles/slurm-ci $*"
+    "$PY" -m snakemake --profile profiles/slurm --profile profiles/slurm-ci "$@" >"$log" 2>&1 &
+    SNAKEMAKE_PID=$!
+    wait "$SNAKEMAKE_PID" || die "snakemake failed (log: $log)"
+    SNAKEMAKE_PID=
+}
+
+phase_smoke() { # the whole smoke DAG; every job through sbatch and COMPLETED, evaluate with the fake GPU
+    local t=$SECONDS
+    run_snakemake "$WORK/log/snakemake.log" --configfile config/smoke.yaml
+    say "smoke DAG done in $((SECONDS - t))s"
+    "$PY" "$ROOT/.ci/slurm_check.py" --log "$WORK/log/snakemake.log" --jobcomp "$WORK/log/jobcomp.log" \
+        --workdir "$WF" --gpu-rule evaluate
+}
+
+phase_resume() { # a training job killed at its Slurm time limit is resubmitted and resumes from its checkpoint
+    local t=$SECONDS
+    cat >"$WF/resume.yaml" <<'EOF'
+# .ci/slurm.sh resume phase: ~2 min of training (CI node, one thread) against a 1-minute first attempt
+pretrain:
+  steps: 300
+  save_every: 10
+  mixture: {eval_interval: 100}
+job_resources:
+  pretrain: {runtime: 1}
+EOF
+    # the target comes before --configfile (which takes every following word as a config file)
+    run_snakemake "$WORK/log/snakemake-resume.log" results/models/pretrain --forcerun pretrain --retries 2 \
+        --configfile config/smoke.yaml resume.yaml
+    say "resume phase done in $((SECONDS - t))s"
+    "$PY" "$ROOT/.ci/slurm_check.py" --log "$WORK/log/snakemake-resume.log" --jobcomp "$WORK/log/jobcomp.log" \
+        --workdir "$WF" --resume-rule pretrain --summary "$WF/results/models/pretrain/train_summary.json"
+}
+
+for phase in $PHASES; do
+    case $phase in
+    smoke | resume) "phase_$phase" ;;
+    *) die "unknown phase '$phase' in MOELAB_SLURM_PHASES (smoke, resume)" ;;
+    esac
+done
+say "all checks passed ($PHASES); total $((SECONDS - T0))s"

@@ -1,10 +1,15 @@
-"""Checks after the Slurm smoke run of .ci/slurm.sh: every job went through sbatch and completed.
+"""Checks after the Slurm runs of .ci/slurm.sh.
+
+Smoke phase: every job went through sbatch and completed, evaluate got the fake GPU.
+Resume phase (--resume-rule): the training job hit its Slurm time limit (TIMEOUT), Snakemake resubmitted it,
+and the later attempt resumed from a checkpoint (`resumed_from` in the training summary) and COMPLETED.
 
 Reads Snakemake's log (which job ran where), Slurm's job-completion log (what Slurm ran and how it ended)
 and `scontrol show job` (what each job was allocated). Exits non-zero naming the first broken invariant.
 """
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -60,15 +65,50 @@ def scontrol_job(slurm_id: str) -> str:
     return proc.stdout
 
 
+def check_resume(text: str, comp: dict[str, dict[str, str]], rule: str, summary: Path) -> list[str]:
+    """The resume phase's invariants for `rule`; returns the broken ones (empty: all hold).
+
+    Snakemake keeps its job id across retries, so every "submitted with SLURM jobid" line of that job counts.
+    """
+    rules, _, _ = parse_snakemake_log(text)
+    attempts = [slurm for job, slurm in SUBMIT_RE.findall(text) if rules.get(int(job)) == rule]
+    states = [comp.get(s, {}).get("JobState") for s in attempts]
+    errors = []
+    if len(attempts) < 2:
+        errors.append(f"{rule}: {len(attempts)} Slurm submission(s), expected a time-out and a retry")
+    elif "TIMEOUT" not in states[:-1] or states[-1] != "COMPLETED":
+        errors.append(
+            f"{rule}: Slurm states {states} of jobs {attempts}, expected TIMEOUT ... then COMPLETED"
+        )
+    resumed = json.loads(summary.read_text()).get("resumed_from") if summary.is_file() else None
+    if not (resumed and re.search(r"step-\d+$", resumed)):
+        errors.append(
+            f"{summary}: resumed_from is {resumed!r}, expected the checkpoint the retry resumed from"
+        )
+    if not errors:
+        print(f"[slurm-ci] {rule}: Slurm jobs {attempts} ended {states}; the last resumed from {resumed}")
+    return errors
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--log", type=Path, required=True, help="snakemake's stdout+stderr")
     ap.add_argument("--jobcomp", type=Path, required=True, help="Slurm JobCompLoc file")
     ap.add_argument("--workdir", type=Path, required=True, help="the workflow copy that ran")
     ap.add_argument("--gpu-rule", default="evaluate", help="rule given gpu=1 by the CI profile")
+    ap.add_argument(
+        "--resume-rule", help="resume phase: the training rule that must time out, retry and resume"
+    )
+    ap.add_argument("--summary", type=Path, help="resume phase: that rule's train_summary.json")
     args = ap.parse_args()
 
     text = args.log.read_text()
+    if args.resume_rule:
+        comp = parse_jobcomp(args.jobcomp.read_text() if args.jobcomp.exists() else "")
+        errors = check_resume(text, comp, args.resume_rule, args.summary)
+        for e in errors:
+            print(f"[slurm-ci] FAILED: {e}", file=sys.stderr)
+        return 1 if errors else 0
     rules, local, submitted = parse_snakemake_log(text)
     errors = []
     if not STEPS_RE.search(text):
