@@ -214,3 +214,28 @@ def test_check_flags_a_local_job_with_outputs():
     )
     _, local, _ = _slurm_check().parse_snakemake_log(log)
     assert local == {0: True}
+
+
+RESUME_LOG = """rule pretrain:
+    output: results/models/pretrain
+    jobid: 0
+Job 0 has been submitted with SLURM jobid 8 (log: .snakemake/slurm_logs/rule_pretrain/pretrain/8.log).
+Error in rule pretrain:
+Trying to restart job 0.
+Job 0 has been submitted with SLURM jobid 9 (log: .snakemake/slurm_logs/rule_pretrain/pretrain/9.log).
+"""
+
+
+def test_resume_check_wants_a_timeout_then_a_resumed_completion(tmp_path):
+    """The resume phase's verdict (.ci/slurm_check.py --resume-rule) on the log lines of a real run."""
+    check = _slurm_check()
+    summary = tmp_path / "train_summary.json"
+    summary.write_text('{"steps": 300, "resumed_from": "results/checkpoints/pretrain/step-000120"}')
+    comp = {"8": {"JobState": "TIMEOUT"}, "9": {"JobState": "COMPLETED"}}
+    assert check.check_resume(RESUME_LOG, comp, "pretrain", summary) == []
+    failed_twice = {"8": {"JobState": "FAILED"}, "9": {"JobState": "COMPLETED"}}
+    assert "expected TIMEOUT" in check.check_resume(RESUME_LOG, failed_twice, "pretrain", summary)[0]
+    one_attempt = RESUME_LOG.split("Error in rule")[0]
+    assert "1 Slurm submission(s)" in check.check_resume(one_attempt, comp, "pretrain", summary)[0]
+    summary.write_text('{"steps": 300, "resumed_from": null}')
+    assert "resumed_from is None" in check.check_resume(RESUME_LOG, comp, "pretrain", summary)[0]
