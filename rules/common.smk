@@ -156,9 +156,11 @@ def filter_settings(wildcards):
     return {step: config["data"]["filters"][step] for step in FILTER_STEPS[wildcards.filter]}
 
 
-def scores_fluency(wildcards):
-    """Whether the {filter} wildcard runs the dense model (fluency, both) or only its tokenizer (ads)."""
-    return "fluency" in FILTER_STEPS[wildcards.filter]
+def fluency_scores_input(wildcards):
+    """{"scores": the domain's fluency scores} for the filters with a fluency step (fluency, both), else {}."""
+    if "fluency" not in FILTER_STEPS[wildcards.filter]:
+        return {}
+    return {"scores": f"results/filters/fluency_scores/{wildcards.domain}.csv"}
 
 
 # CPT data ablations (rules/cpt_ablation.smk): run/seed<seed> -> its settings (moelab.config.cpt_ablation_runs).

@@ -1,25 +1,23 @@
 """Rule filter_pretrain_data: one pretraining domain through the fluency, ad / boilerplate or both filters
-(LLaMA-MoE sec. 4); writes the kept documents and the per-step report, each with its provenance."""
+(LLaMA-MoE sec. 4); writes the kept documents and the per-step report, each with its provenance. The fluency
+step reads the domain's scores from rule score_fluency instead of running the model again."""
 
-from moelab.data.filters import REPORT_FIELDS, apply_filters, check_settings, needs_model
+from moelab.data.filters import REPORT_FIELDS, apply_filters, check_settings, read_fluency_scores
 from moelab.data.packing import read_jsonl
 from moelab.files import write_csv, write_jsonl
-from moelab.io import load_model
 from moelab.models.materialise import load_tokenizer
 from moelab.provenance import Provenance
-from moelab.runtime import resolve_device, setup
+from moelab.runtime import setup
 
 sm = snakemake  # noqa: F821
 p, name, domain = sm.params, sm.wildcards.filter, sm.wildcards.domain
 log = setup(sm.log[0], sm.threads, p.seed)
-check_settings(name, p.settings)  # before loading the model
-prov = Provenance(config={"filter": name, "domain": domain, **p.settings}, inputs=[sm.input.data, sm.input.model],
-                  seed=p.seed)  # fmt: skip
-if needs_model(name):
-    model, tokenizer = load_model(sm.input.model, dtype=p.dtype, device=resolve_device(p.device))
-else:
-    model, tokenizer = None, load_tokenizer(sm.input.model)
-kept, rows = apply_filters(read_jsonl(sm.input.data), name, p.settings, tokenizer, model, domain=domain)
+check_settings(name, p.settings)
+prov = Provenance(config={"filter": name, "domain": domain, **p.settings}, inputs=list(sm.input), seed=p.seed)
+docs = read_jsonl(sm.input.data)
+scores = read_fluency_scores(sm.input.scores, len(docs)) if "scores" in sm.input.keys() else None
+tokenizer = load_tokenizer(sm.input.model)
+kept, rows = apply_filters(docs, name, p.settings, tokenizer, domain=domain, fluency=scores)
 for row in rows:
     log.info("%s %s step %s: removed %d of %d documents, %d of %d tokens", domain, name, row["step"],
              row["documents_removed"], row["documents_in"], row["tokens_removed"], row["tokens_in"])  # fmt: skip

@@ -29,9 +29,11 @@ from moelab.data.filters import (
     fluency_filter,
     fluency_scores,
     n_dropped,
+    read_fluency_scores,
     steps,
+    write_fluency_scores,
 )
-from moelab.errors import ConfigError
+from moelab.errors import ConfigError, DamagedFileError
 from moelab.files import read_csv, write_csv
 from moelab.io import load_model
 
@@ -220,6 +222,44 @@ def test_both_is_ads_then_fluency_on_what_ads_kept(model_and_tokenizer):
     assert rows[0]["example_2"] == ""
     assert rows[2]["example_1"] == rows[0]["example_1"]  # total: the steps' examples in step order
     assert rows[2]["example_2"] == rows[1]["example_1"]
+
+
+@pytest.mark.parametrize("name", ["fluency", "both"])
+def test_filters_on_the_shared_scores_equal_filters_that_score(model_and_tokenizer, tmp_path, name):
+    """Rule score_fluency scores a domain once; fluency and both on those scores (read back from the file)
+    keep the same documents and report the same rows as running the model inside the filter."""
+    model, tokenizer = model_and_tokenizer
+    docs = corpus()
+    path = tmp_path / "web.csv"
+    assert (
+        write_fluency_scores(
+            fluency_scores(model, tokenizer, [d["text"] for d in docs], 24, progress=False), path
+        )
+        == 10
+    )
+    scores = read_fluency_scores(path, len(docs))
+    shared = apply_filters(docs, name, SETTINGS, tokenizer, domain="web", fluency=scores)
+    assert shared == apply_filters(docs, name, SETTINGS, tokenizer, model, domain="web", progress=False)
+    with pytest.raises(ValueError, match=r"shape \(9,\), but there are 10 documents"):
+        apply_filters(docs, name, SETTINGS, tokenizer, fluency=scores[:9])
+
+
+def test_score_file_round_trip_and_damage(tmp_path):
+    path = tmp_path / "code.csv"
+    write_fluency_scores([2.5, float("inf"), 0.125], path)
+    assert path.read_text().splitlines() == ["document,nll", "0,2.5", "1,inf", "2,0.125"]
+    assert read_fluency_scores(path, 3).tolist() == [2.5, float("inf"), 0.125]
+    with pytest.raises(DamagedFileError, match=r"3 scores for 4 documents.*delete"):
+        read_fluency_scores(path, 4)
+    path.write_text("document,nll\n0,2.5\n1,nan\n")
+    with pytest.raises(DamagedFileError, match="1 NaN scores"):
+        read_fluency_scores(path, 2)
+    path.write_text("document,nll\n1,2.5\n0,1.0\n")
+    with pytest.raises(DamagedFileError, match="not 0, 1, ..., n-1"):
+        read_fluency_scores(path, 2)
+    path.write_text("document,nll\n0,high\n")
+    with pytest.raises(DamagedFileError, match="not a number"):
+        read_fluency_scores(path, 1)
 
 
 def test_report_counts_add_up(model_and_tokenizer, tmp_path):

@@ -11,7 +11,9 @@ stage writes (``moelab.data.local`` / ``moelab.data.hub``), and keep the order o
 - Advertisements / boilerplate: :func:`ad_score` in [0, 1] = share of a document's units (non-blank lines, a
   long line split into sentences) that hit one of the rules in ``AD_RULES``; :func:`ad_filter` removes the
   documents scoring above ``threshold``. The rules and why they are rules (not a classifier): :data:`AD_RULES`.
-- ``both`` = ads first, then fluency on what the ad filter kept (:func:`apply_filters`).
+- ``both`` = ads first, then fluency on what the ad filter kept (:func:`apply_filters`). A document's fluency
+  score does not depend on the other documents, so the workflow scores each domain once (rule score_fluency,
+  :func:`write_fluency_scores`) and the fluency and both filters reuse those scores.
 - :func:`apply_filters` runs a filter over one domain and returns the report rows (``REPORT_FIELDS``): documents
   and tokens in / kept / removed per filter step and in total, with the worst removed documents as examples.
 
@@ -31,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from moelab.errors import ConfigError
+from moelab.errors import ConfigError, DamagedFileError
+from moelab.files import read_csv, write_csv
 
 FILTERS = ("fluency", "ads", "both")
 FLUENCY_KEY = "data.filters.fluency"
@@ -95,6 +98,39 @@ def fluency_scores(
         nll = F.cross_entropy(logits.transpose(1, 2), input_ids[:, 1:], reduction="none")  # [B, T-1] nats
         valid = mask[:, 1:].float()  # [B, T-1]: 1 where the target is a real token
         scores[idx] = ((nll * valid).sum(1) / valid.sum(1)).double().cpu().numpy()
+    return scores
+
+
+SCORE_FIELDS = ("document", "nll")
+
+
+def write_fluency_scores(scores, path) -> int:
+    """Write the :func:`fluency_scores` of a domain as CSV ``document,nll`` (document = its index in the domain's
+    JSONL, nll in nats/token; ``inf`` for a document with nothing to score). Returns the row count."""
+    rows = ({"document": i, "nll": repr(float(x))} for i, x in enumerate(np.asarray(scores, dtype=np.float64)))
+    return write_csv(rows, path, SCORE_FIELDS)
+
+
+def read_fluency_scores(path, n_docs: int) -> np.ndarray:
+    """The scores :func:`write_fluency_scores` wrote, as float64 [n_docs].
+
+    Raises:
+        DamagedFileError: not a score file, rows out of order, a value that is not a number (NaN included),
+            or not ``n_docs`` rows (the scores belong to another version of the domain's data).
+    """
+    header, rows = read_csv(path)
+    if tuple(header) != SCORE_FIELDS:
+        raise DamagedFileError(path, f"columns {header}, expected {list(SCORE_FIELDS)}")
+    if len(rows) != n_docs:
+        raise DamagedFileError(path, f"{len(rows)} scores for {n_docs} documents (scored on other data?)")
+    try:
+        if any(int(r["document"]) != i for i, r in enumerate(rows)):
+            raise DamagedFileError(path, "document indices are not 0, 1, ..., n-1 in order")
+        scores = np.array([float(r["nll"]) for r in rows], dtype=np.float64)
+    except ValueError as err:
+        raise DamagedFileError(path, f"a value is not a number ({err})") from None
+    if np.isnan(scores).any():
+        raise DamagedFileError(path, f"{int(np.isnan(scores).sum())} NaN scores")
     return scores
 
 
@@ -496,6 +532,7 @@ def apply_filters(
     domain: str = "",
     batch_size: int = 8,
     progress: bool = True,
+    fluency=None,
 ) -> tuple[list[dict], list[dict]]:
     """Run ``filter_name`` (fluency, ads, or both: ads first, then fluency on what the ads step kept) over one
     domain's documents.
@@ -506,9 +543,12 @@ def apply_filters(
         settings: the ``data.filters`` config section ``{"fluency": {drop_fraction, max_tokens}, "ads":
             {threshold}}``; only the sections the filter uses are read.
         tokenizer: the dense model's tokenizer (token counts of the report; the model's input).
-        model: the dense model; needed by fluency and both.
+        model: the dense model; needed by fluency and both unless ``fluency`` is given.
         domain: the domain's name, for the report rows.
         batch_size, progress: passed to :func:`fluency_scores`.
+        fluency: the precomputed :func:`fluency_scores` of all N ``docs`` (array [N], e.g. from
+            :func:`read_fluency_scores`); the fluency step then takes its documents' scores from it instead of
+            running the model (same result: a document's score does not depend on the others).
 
     Returns:
         ``(kept, rows)``: the kept records in input order, and the report rows (``REPORT_FIELDS``): one per
@@ -516,11 +556,15 @@ def apply_filters(
         step's documents_in is the previous step's documents_kept.
 
     Raises:
-        ValueError: unknown filter, bad or missing settings (ConfigError naming the key), or no model for the
-            fluency step.
+        ValueError: unknown filter, bad or missing settings (ConfigError naming the key), no model and no
+            ``fluency`` scores for the fluency step, or ``fluency`` not one score per document.
     """
     check_settings(filter_name, settings)
-    if needs_model(filter_name) and model is None:
+    if fluency is not None:
+        fluency = np.asarray(fluency, dtype=np.float64)
+        if fluency.shape != (len(docs),):
+            raise ValueError(f"fluency scores: shape {fluency.shape}, but there are {len(docs)} documents")
+    if needs_model(filter_name) and model is None and fluency is None:
         raise ValueError(f"filter {filter_name!r} scores fluency and needs the dense model; got none")
     texts = [d["text"] for d in docs]
     n_tokens = np.array([len(x) for x in token_ids(tokenizer, texts)], dtype=np.int64)
@@ -534,7 +578,10 @@ def apply_filters(
             removed = scores > check_threshold(settings["ads"]["threshold"])
         else:
             fl = settings["fluency"]
-            scores = fluency_scores(model, tokenizer, step_texts, fl["max_tokens"], batch_size, progress)
+            if fluency is not None:
+                scores = fluency[alive]
+            else:
+                scores = fluency_scores(model, tokenizer, step_texts, fl["max_tokens"], batch_size, progress)
             removed = fluency_removed(scores, fl["drop_fraction"])
         examples = worst_examples(step_texts, removed, scores)
         rows.append(report_row(domain, filter_name, step, n_tokens[alive], removed, examples))
