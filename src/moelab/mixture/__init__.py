@@ -3,6 +3,8 @@
 - ``base.py``: :class:`Mixture` (current weights, ``update(round_stats) -> weights``, weight history,
   ``state_dict``); ``static.py``: fixed weights, uniform and proportional initialisation;
   ``sheared_llama.py``: Sheared-LLaMA dynamic batch loading, its code's and LLaMA-MoE's variant;
+  ``moe_sft.py``: MoE-SFT's gate-load redundancy mixture, its inverse hypothesis and the random / cycle
+  baselines of its code (instruction data sets; the sft stage's wiring is issue 13's next step);
   ``strategies.py``: the registry, the spec check and :func:`make_mixture`.
 - ``sampler.py``: the one sampler protocol and the two samplers (packed pretraining blocks, chat examples).
 
@@ -22,6 +24,12 @@ _WHERE = {
     "proportional_weights": "static",
     "ShearedLlama": "sheared_llama",
     "ShearedLlamaPaper": "sheared_llama",
+    "MoESFTDynamic": "moe_sft",
+    "MoESFTInverse": "moe_sft",
+    "RandomWeights": "moe_sft",
+    "RandomBatch": "moe_sft",
+    "Cycle": "moe_sft",
+    "redundancy": "moe_sft",
     "STRATEGIES": "strategies",
     "INITS": "strategies",
     "check_mixture_spec": "strategies",

@@ -52,6 +52,7 @@ class Mixture:
 
     strategy = "static"
     dynamic = False
+    needs: tuple[str, ...] = ()  # the round_stats entries a dynamic update reads, each covering every source
 
     def __init__(self, names, weights: dict[str, float]):
         self.names = sorted(names)
@@ -65,27 +66,27 @@ class Mixture:
         """The current weights, source -> weight, summing to 1."""
         return dict(self._weights)
 
-    def new_weights(self, losses: dict[str, float], reference: dict[str, float]) -> dict[str, float]:
-        """The next weights from this round's losses; a static mixture keeps its weights."""
+    def new_weights(self, round_stats: dict) -> dict[str, float]:
+        """The next weights (unnormalised is fine) from one round's stats; a static mixture keeps its weights."""
         return self.weights
 
     def update(self, round_stats: dict) -> dict[str, float]:
         """Take one evaluation round and return the (possibly new) weights.
 
         Args:
-            round_stats: ``{"step": int, "losses": {source: nats/token}, "reference": {source: nats/token}
-                or None}``; a dynamic mixture needs both loss dicts to cover every source.
+            round_stats: ``{"step": int, ...}`` plus what the strategy reads (``needs``): loss-based mixtures
+                ``"losses"`` and ``"reference"`` ({source: nats/token}); routing-based ones ``"gate_loads"``
+                ({source: [num_experts] expert counts}). Each needed entry must cover every source.
 
         Raises:
-            ValueError: a dynamic mixture given no reference, or losses / reference lacking a source.
+            ValueError: a needed entry missing or lacking a source (names the entry and the source).
         """
-        losses, reference = round_stats.get("losses"), round_stats.get("reference")
-        if self.dynamic:
-            for what, values in (("losses", losses), ("reference", reference)):
-                missing = [n for n in self.names if values is None or n not in values]
-                if missing:
-                    raise ValueError(f"mixture {self.strategy}: round {what} lack source {missing[0]!r}")
-        self._weights = normalise(self.new_weights(losses, reference), self.names, f"mixture {self.strategy}")
+        for what in self.needs:
+            values = round_stats.get(what)
+            missing = [n for n in self.names if values is None or n not in values]
+            if missing:
+                raise ValueError(f"mixture {self.strategy}: round {what} lack source {missing[0]!r}")
+        self._weights = normalise(self.new_weights(round_stats), self.names, f"mixture {self.strategy}")
         if self.dynamic:
             self.history.append({"step": int(round_stats["step"]), "weights": dict(self._weights)})
         return self.weights

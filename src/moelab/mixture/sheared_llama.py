@@ -25,6 +25,24 @@ def _softmax(logits: dict[str, float]) -> dict[str, float]:
     return {k: v / total for k, v in exp.items()}
 
 
+def exponentiated_step(
+    weights: dict[str, float], signal: dict[str, float], eta: float, smoothing: float
+) -> dict[str, float]:
+    """One exponentiated-gradient step with a uniform floor, shared by Sheared-LLaMA's dynamic batch loading
+    (signal = excess loss) and MoE-SFT's dynamic mixture (signal = redundancy delta, arXiv 2406.11256 Sec. 3):
+
+        a' = softmax(log a + eta * signal);  a = (1 - c) a' + c / K, renormalised.
+
+    A source at weight 0 gets only the floor c / K. Returns the new weights (sum 1) over ``weights``' keys.
+    """
+    logits = {d: (math.log(a) if a > 0 else -math.inf) + eta * signal[d] for d, a in weights.items()}
+    soft = _softmax(logits)
+    k = len(weights)
+    smoothed = {d: (1 - smoothing) * soft[d] + smoothing / k for d in weights}
+    total = sum(smoothed.values())
+    return {d: v / total for d, v in smoothed.items()}
+
+
 class ShearedLlama(Mixture):
     """Sheared-LLaMA's exponentiated-gradient update with a c/K floor (its released code).
 
@@ -40,6 +58,7 @@ class ShearedLlama(Mixture):
 
     strategy = "sheared_llama"
     dynamic = True
+    needs = ("losses", "reference")
 
     def __init__(self, names, weights: dict[str, float], eta: float = 1.0, smoothing: float = 1e-4):
         if not (eta >= 0 and math.isfinite(eta)):
@@ -49,18 +68,11 @@ class ShearedLlama(Mixture):
         self.eta, self.smoothing = float(eta), float(smoothing)
         super().__init__(names, weights)
 
-    def new_weights(self, losses, reference):
+    def new_weights(self, round_stats):
         """``a = (1 - c) softmax(log a + eta (l - l_ref)) + c / K`` (Sheared-LLaMA Alg. 1, its code's smoothing)."""
-        a = self.weights
-        logits = {
-            d: (math.log(a[d]) if a[d] > 0 else -math.inf) + self.eta * (losses[d] - reference[d])
-            for d in self.names
-        }
-        soft = _softmax(logits)
-        k = len(self.names)
-        smoothed = {d: (1 - self.smoothing) * soft[d] + self.smoothing / k for d in self.names}
-        total = sum(smoothed.values())
-        return {d: v / total for d, v in smoothed.items()}
+        losses, reference = round_stats["losses"], round_stats["reference"]
+        excess = {d: losses[d] - reference[d] for d in self.names}
+        return exponentiated_step(self.weights, excess, self.eta, self.smoothing)
 
 
 class ShearedLlamaPaper(Mixture):
@@ -68,8 +80,9 @@ class ShearedLlamaPaper(Mixture):
 
     strategy = "sheared_llama_paper"
     dynamic = True
+    needs = ("losses", "reference")
 
-    def new_weights(self, losses, reference):
+    def new_weights(self, round_stats):
         """``a_d exp(max(0, l_d - l_ref,d))``, normalised by the caller."""
-        a = self.weights
+        a, losses, reference = self.weights, round_stats["losses"], round_stats["reference"]
         return {d: a[d] * math.exp(max(0.0, losses[d] - reference[d])) for d in self.names}
