@@ -45,6 +45,9 @@ def check_config(cfg: dict) -> None:
 
     try:
         check_mixture_spec(cfg["pretrain"].get("mixture") or {}, sorted(domains))
+        for section in train_sections(cfg)[1:]:
+            spec = raw_section(cfg, section).get("mixture") or {}
+            check_mixture_spec(spec, sorted(sft_domains), where=f"{section_name(section)}.mixture")
     except ValueError as err:
         raise ConfigError(str(err)) from None
     calib = cfg["compress"].get("calib_domain", "web")

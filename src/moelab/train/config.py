@@ -175,9 +175,14 @@ class TrainRunConfig(TrainConfig):
     max_len: int | None = None
     """sft: max tokens per chat example (longer ones are cut)."""
     mixture: dict | None = None
-    """pretrain: the data mixture strategy (config ``pretrain.mixture``: strategy, init, eval_interval, eta,
-    smoothing, reference_loss; ``moelab.mixture.make_mixture``); None = static ``domain_weights``, held-out
-    loss measured every 10 steps."""
+    """The data mixture strategy (``moelab.mixture.make_mixture``). pretrain (config ``pretrain.mixture``):
+    strategy, init, eval_interval, eta, smoothing, reference_loss; None = static ``domain_weights``, held-out
+    loss measured every 10 steps. sft (config ``sft.mixture``): strategy (MoE-SFT's dynamic mixture and
+    baselines), init, eval_interval, eta, smoothing, distance, layers, dev_examples, eval_batches
+    (``moelab.train.sft``); None = static ``domain_weights``."""
+    freeze_router: bool = False
+    """sft: keep every MoE router's parameters fixed (MoE-SFT trains with frozen routers), exactly the router
+    modules' parameters (``moelab.train.sft.freeze_routers``)."""
     reference_loss: dict[str, float] | None = None
     """pretrain: the measured reference loss per domain (nats/token; the dense model's held-out loss, rule
     ``reference_loss``), used by dynamic mixtures unless ``mixture.reference_loss`` gives fixed values."""
@@ -200,8 +205,8 @@ class TrainRunConfig(TrainConfig):
             raise ValueError(f"train config: stage {self.stage} needs {length}")
         if getattr(self, other) is not None:
             raise ValueError(f"train config: {other} is not a setting of stage {self.stage}")
-        if self.stage != "pretrain" and self.mixture is not None:
-            raise ValueError(f"train config: mixture is not a setting of stage {self.stage}")
+        if self.stage != "sft" and self.freeze_router:
+            raise ValueError(f"train config: freeze_router is not a setting of stage {self.stage}")
         if int(self.batch_size) < 1:
             raise ValueError(f"train config: batch_size must be a positive integer, got {self.batch_size}")
 
