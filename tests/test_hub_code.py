@@ -32,7 +32,7 @@ def test_compute_matches_hand_computed_pass_at_k():
     assert scores == pytest.approx({"pass@1": 1 / 3, "pass@2": 0.5})
     assert [row["passed"] for _, row in results[0]] == [True, False, True]
     assert results[0][1] == (1, {"task_id": 0, "completion_id": 1, "passed": False, "result": "failed"})
-    assert (metric.calls, metric.programs) == (1, 6)
+    assert (metric.calls, metric.programs, metric.problems) == (1, 6, 2)
 
 
 def test_compute_reports_time_outs_and_rejects_bad_input():
@@ -92,6 +92,7 @@ def test_lm_eval_humaneval_and_mbpp_helpers_score_through_bwrap(tmp_path):
     assert not marker.exists()
     assert metric.calls == 2 + 3  # the two helpers' import-time self-tests + our three calls
     assert metric.programs == 2 + 10 + 2
+    assert metric.problems == 3  # the self-tests are not scored docs
 
 
 def _fake_hub_run(monkeypatch, tmp_path, score_in_sandbox: bool):
@@ -130,5 +131,17 @@ def test_run_hub_eval_keeps_sandboxed_code_results(monkeypatch, tmp_path):
 
 
 def test_run_hub_eval_refuses_code_results_scored_outside_the_sandbox(monkeypatch, tmp_path):
-    with pytest.raises(RuntimeError, match=r"2 docs evaluated but only 0 programs ran"):
+    with pytest.raises(RuntimeError, match=r"2 docs evaluated but only 0 scored in moelab's sandbox"):
         _fake_hub_run(monkeypatch, tmp_path, score_in_sandbox=False)
+
+
+def test_the_refusal_counts_docs_not_programs_and_ignores_the_self_test():
+    """Many samples of one sandboxed doc do not cover other docs scored outside (helper-found gap)."""
+    merged = {"n-samples": {"humaneval_pass10": {"effective": 1}, "mbpp": {"effective": 10}}}
+    with pytest.raises(RuntimeError, match="11 docs evaluated but only 1 scored"):
+        hub._require_sandboxed(["humaneval_pass10", "mbpp"], merged, problems=1)
+    hub._require_sandboxed(["humaneval_pass10", "mbpp"], merged, problems=11)
+    metric = SandboxedCodeEval()
+    with sandbox.using("process"):
+        metric.compute(references=["assert add(2, 3)==5"], predictions=[["def add(a,b): return a*b"]], k=[1])
+    assert (metric.calls, metric.problems) == (1, 0)  # lm-eval's import-time self-test

@@ -250,17 +250,19 @@ def run_hub_eval(
             for part in merged:
                 merged[part].update(raw.get(part, {}))
     if code_tasks:
-        _require_sandboxed(code_tasks, merged, metric.programs)
+        _require_sandboxed(code_tasks, merged, metric.problems)
     return summarise_hub(merged, list(tasks))
 
 
-def _require_sandboxed(code_tasks: list[str], merged: dict, programs: int) -> None:
-    """Refuse code-task results that did not come through moelab's sandbox: every evaluated doc runs at least
-    one program through `SandboxedCodeEval`, so fewer programs than code docs means lm-eval scored them some
-    other way (e.g. a future lm-eval with its own executor). Raises RuntimeError naming the tasks."""
+def _require_sandboxed(code_tasks: list[str], merged: dict, problems: int) -> None:
+    """Refuse code-task results that did not come through moelab's sandbox: lm-eval scores each code doc as
+    one problem of `SandboxedCodeEval.compute` (the helpers' import-time self-test is not counted), so fewer
+    sandboxed problems than evaluated code docs, over all code tasks, means some docs were scored another way
+    (e.g. a future lm-eval with its own executor). Raises RuntimeError naming the tasks."""
     docs = sum(int(merged["n-samples"].get(HUB_TASKS[t].name, {}).get("effective", 0)) for t in code_tasks)
-    if programs < max(docs, 1):
+    if problems < max(docs, 1):
         raise RuntimeError(
-            f"hub code tasks {code_tasks}: {docs} docs evaluated but only {programs} programs ran in moelab's "
-            "sandbox; lm-eval scored them some other way, so the results are refused (see moelab.evaluate.hub_code)"
+            f"hub code tasks {code_tasks}: {docs} docs evaluated but only {problems} scored in moelab's "
+            "sandbox; lm-eval scored the others some other way, so the results are refused "
+            "(see moelab.evaluate.hub_code)"
         )

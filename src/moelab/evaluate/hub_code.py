@@ -8,7 +8,7 @@ through `moelab.evaluate.sandbox.run_programs` under the active isolation (`eval
 
     with sandboxed_code_eval() as metric:
         ...lm_eval.simple_evaluate(tasks=["humaneval"], ...)...
-    metric.calls  -> number of scoring calls lm-eval made (the tasks' import-time self-test included)
+    metric.problems  -> problems (docs) scored in the sandbox, the tasks' import-time self-test excluded
 
 Inside the block HF_ALLOW_CODE_EVAL is "0", so Hugging Face's own metric refuses to execute anything, even if a
 module holding it was imported before the block.
@@ -26,17 +26,21 @@ from moelab.evaluate.sandbox import run_programs
 from moelab.evaluate.tasks.generation import CODE_MEMORY_MB, CODE_TIMEOUT_S, CODE_WORKERS
 
 METRIC_NAME = "code_eval"
+# lm-eval's HumanEval / MBPP helpers run this check when they are imported (not a scored doc)
+SELF_TEST = (["assert add(2, 3)==5"], [["def add(a,b): return a*b"]])
 
 
 class SandboxedCodeEval:
     """Drop-in for the `code_eval` metric of Hugging Face `evaluate` (the subset lm-eval uses).
 
-    `calls` counts `compute` calls, `programs` the programs run (both over the object's lifetime).
+    `calls` counts `compute` calls, `programs` the programs run, `problems` the problems scored except in
+    the helpers' import-time self-test (`SELF_TEST`); all over the object's lifetime.
     """
 
     def __init__(self) -> None:
         self.calls = 0
         self.programs = 0
+        self.problems = 0
 
     def compute(
         self,
@@ -73,6 +77,8 @@ class SandboxedCodeEval:
         if any(isinstance(x, bool) or not isinstance(x, int) or x < 1 for x in ks):
             raise ValueError(f"code metric: k must be ints >= 1, got {k!r}")
         self.calls += 1
+        if (list(references), [list(c) for c in predictions]) != SELF_TEST:
+            self.problems += len(references)
         jobs = [
             (i, j, f"{candidate}\n{test}")
             for i, (test, candidates) in enumerate(zip(references, predictions, strict=True))
