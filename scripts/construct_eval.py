@@ -10,7 +10,9 @@ sm = snakemake  # noqa: F821
 p = sm.params
 log = setup(sm.log[0], sm.threads, p.seed)
 run, phase = sm.wildcards.run, sm.wildcards.phase
-prov = Provenance(config={"tasks": p.tasks, "limit": p.limit}, inputs=[sm.input.model], seed=p.seed)
+prov = Provenance(
+    config={"tasks": p.tasks, "limit": p.limit}, inputs=[sm.input.model, *sm.input.data], seed=p.seed
+)
 result = run_lm_eval(
     Path(sm.input.model),
     p.tasks,

@@ -13,7 +13,7 @@ p = sm.params
 log = setup(sm.log[0], sm.threads, p.seed)
 prov = Provenance(
     config={"tasks": p.tasks, "limit": p.limit, "seq_len": p.seq_len},
-    inputs=[sm.input.model, *sm.input.heldout],
+    inputs=[sm.input.model, *sm.input.heldout, *sm.input.data],
     seed=p.seed,
 )
 device = resolve_device(p.device)

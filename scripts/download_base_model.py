@@ -6,7 +6,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "0")  # a hub id needs the hub (setup fo
 
 from pathlib import Path  # noqa: E402
 
-from moelab.files import drop_stale_manifest  # noqa: E402
 from moelab.models.materialise import materialise_llama_moe_v1, materialise_pretrained  # noqa: E402
 from moelab.provenance import Provenance  # noqa: E402
 from moelab.runtime import setup  # noqa: E402
@@ -15,12 +14,11 @@ sm = snakemake  # noqa: F821
 log = setup(sm.log[0], sm.threads, sm.params.seed)
 spec = sm.params.spec
 out = Path(sm.output[0])
-drop_stale_manifest(out)  # resources/manifest.json no longer describes what is downloaded
 prov = Provenance(config=spec, seed=sm.params.seed)
 materialise = (
     materialise_llama_moe_v1 if spec.get("format", "hf") == "llama_moe_v1" else materialise_pretrained
 )
 log.info("materialising %s (%s) into %s", spec["pretrained"], spec.get("format", "hf"), out)
 resolved = materialise(spec["pretrained"], out, revision=spec.get("revision"))
-prov.write(out, extra=resolved)
+prov.write(out, extra=resolved, checksums=True)  # re-verified by every step that reads it
 log.info("base model written to %s", out)

@@ -6,7 +6,7 @@ from pathlib import Path
 if snakemake.params.model["source"] == "pretrained":  # noqa: F821 - a hub id needs the hub (setup forbids it)
     os.environ.setdefault("HF_HUB_OFFLINE", "0")
 
-from moelab.files import drop_stale_manifest, package_dir  # noqa: E402
+from moelab.files import package_dir  # noqa: E402
 from moelab.models import materialise  # noqa: E402
 from moelab.provenance import Provenance  # noqa: E402
 from moelab.runtime import setup  # noqa: E402
@@ -14,7 +14,6 @@ from moelab.runtime import setup  # noqa: E402
 log = setup(snakemake.log[0], snakemake.threads, snakemake.params.seed)  # noqa: F821
 m = snakemake.params.model  # noqa: F821
 out = Path(snakemake.output[0])  # noqa: F821
-drop_stale_manifest(out)  # resources/manifest.json no longer describes what is downloaded
 prov = Provenance(config=m, seed=snakemake.params.seed)  # noqa: F821
 resolved = None  # the hub commit of a pretrained source
 if m["source"] == "gguf":
@@ -24,5 +23,5 @@ elif m["source"] == "pretrained":
 else:
     tokenizer = package_dir(m["gguf_package"]) / m["gguf_file"]  # the real SmolLM2 tokenizer
     materialise.make_tiny_model(tokenizer, out, seed=snakemake.params.seed, **m["tiny"])  # noqa: F821
-prov.write(out, extra=resolved)
+prov.write(out, extra=resolved, checksums=True)  # re-verified by every step that reads it
 log.info("dense model written to %s", out)

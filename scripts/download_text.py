@@ -12,13 +12,11 @@ if sm.params.source == "hub":  # the hub must be reachable (runtime.setup forbid
     os.environ.setdefault("HF_DATASETS_OFFLINE", "0")
 
 from moelab import data  # noqa: E402
-from moelab.files import drop_stale_manifest  # noqa: E402
 from moelab.provenance import Provenance  # noqa: E402
 from moelab.runtime import setup  # noqa: E402
 
 log = setup(sm.log[0], sm.threads, sm.params.seed)
 out = Path(sm.output[0])
-drop_stale_manifest(out)  # resources/manifest.json no longer describes what is downloaded
 domain = sm.wildcards.domain
 prov = Provenance(config=dict(sm.params), seed=sm.params.seed)
 pretrain = sm.rule == "download_pretrain_data"
@@ -37,5 +35,5 @@ elif pretrain:
     stats = data.extract_pretrain_domain(domain, out, max_chars=sm.params.max_chars, seed=sm.params.seed)
 else:
     stats = data.extract_sft_domain(domain, out, max_examples=sm.params.max_examples, seed=sm.params.seed)
-prov.write(out, extra=stats)
+prov.write(out, extra=stats, checksums=True)  # re-verified by every step that reads it
 log.info("%s: %s", domain, stats)

@@ -17,7 +17,9 @@ sm = snakemake  # noqa: F821
 stage, paper = sm.wildcards.stage, sm.wildcards.paper
 log = setup(sm.log[0], sm.threads, sm.params.seed)
 plan = sm.params.plan
-prov = Provenance(config={**cfg, "paper": paper, "plan": plan}, inputs=[sm.input.model], seed=sm.params.seed)
+prov = Provenance(
+    config={**cfg, "paper": paper, "plan": plan}, inputs=[sm.input.model, *sm.input.data], seed=sm.params.seed
+)
 suite = cfg["suite"]
 result = run_plan(
     Path(sm.input.model),

@@ -8,10 +8,9 @@ from moelab.train.pretrain import held_out_losses
 sm = snakemake  # noqa: F821
 p = sm.params
 log = setup(sm.log[0], sm.threads, p.seed)
+prov = Provenance(config={"seq_len": p.seq_len}, inputs=[sm.input.model, *sm.input.data], seed=p.seed)
 losses = held_out_losses(sm.input.model, {f.split("/")[-1].removesuffix(".jsonl"): f for f in sm.input.data},
                          seq_len=p.seq_len, dtype=p.dtype, device=p.device)  # fmt: skip
 log.info("reference loss per domain (nats/token): %s", losses)
 write_json(sm.output[0], {"loss": losses, "seq_len": p.seq_len, "model": sm.input.model})
-Provenance(config={"seq_len": p.seq_len}, inputs=[sm.input.model, *sm.input.data], seed=p.seed).write(
-    sm.output[0]
-)
+prov.write(sm.output[0])

@@ -170,73 +170,71 @@ def test_damaged_cache_entry_is_rescored_with_a_warning(tmp_path, caplog):
         assert json.loads(entry_file.read_text()) == stored  # rewritten intact
 
 
-# ---------------------------------------------------------------- the download manifest, re-verified at use
+# ---------------------------------------------------------------- downloads, re-verified at use
 
 
 def _downloads(tmp_path):
-    """resources/ with a data file and a model folder, and its manifest (as rule manifest writes it)."""
-    from moelab.files import write_manifest
-
-    res = tmp_path / "resources"
-    (res / "data" / "pretrain").mkdir(parents=True)
-    web = res / "data" / "pretrain" / "web.jsonl"
-    web.write_text('{"text": "one"}\n{"text": "two"}\n')
-    model = res / "models" / "dense"
-    model.mkdir(parents=True)
-    (model / "config.json").write_text('{"model_type": "llama"}')
-    (model / "model.safetensors").write_bytes(b"\x00" * 64)
-    write_manifest([web, model], res / "manifest.json", root=res)
-    return res, web, model
-
-
-def test_manifest_round_trip_and_each_kind_of_damage(tmp_path):
-    from moelab.files import verify_manifest
-
-    res, web, model = _downloads(tmp_path)
-    manifest = res / "manifest.json"
-    assert verify_manifest(manifest) == 3
-    assert verify_manifest(manifest, only=[model]) == 2
-    web.write_text(web.read_text().replace("one", "uno"))  # same size, other bytes
-    hint = r"delete resources/data/pretrain/web.jsonl and rerun `snakemake resources/data/pretrain/web.jsonl`"
-    with pytest.raises(DamagedFileError, match=rf"damaged file {web}: sha256 differs.*{hint}"):
-        verify_manifest(manifest)
-    assert verify_manifest(manifest, only=[model]) == 2  # the damage is outside the scope
-    web.write_text("{")
-    with pytest.raises(DamagedFileError, match=r": 1 bytes, but 32 when downloaded"):
-        verify_manifest(manifest, only=[web])
-    web.unlink()
-    with pytest.raises(DamagedFileError, match=r"web.jsonl: listed in .*manifest.json but missing"):
-        verify_manifest(manifest, only=[res / "data"])
-    manifest.write_text("[1, 2")
-    with pytest.raises(
-        DamagedFileError, match=r"manifest.json: not a checksum manifest.*snakemake resources/manifest"
-    ):
-        verify_manifest(manifest, only=[model])
-
-
-def test_a_step_refuses_a_download_damaged_after_the_manifest(tmp_path):
-    """Provenance (every script's first step) re-verifies its downloaded inputs before the work starts."""
+    """A data file and a model folder written as the download rules write them: sidecars with checksums."""
     from moelab.provenance import Provenance
 
-    res, web, model = _downloads(tmp_path)
-    Provenance(config={}, inputs=[model, web])  # intact: passes
+    res = tmp_path / "shared" / "store"  # no folder named resources: the check does not depend on names
+    (res / "data").mkdir(parents=True)
+    web = res / "data" / "web.jsonl"
+    web.write_text('{"text": "one"}\n{"text": "two"}\n')
+    model = res / "dense"
+    model.mkdir()
+    (model / "config.json").write_text('{"model_type": "llama"}')
+    (model / "model.safetensors").write_bytes(b"\x00" * 64)
+    for out in (web, model):
+        Provenance(config={}).write(out, extra={"source": "test"}, checksums=True)
+    return web, model
+
+
+def test_download_checksums_round_trip_and_each_kind_of_damage(tmp_path):
+    from moelab.files import verify_checksums
+
+    web, model = _downloads(tmp_path)
+    meta = json.loads((model / "meta.json").read_text())["extra"]
+    assert sorted(meta["checksums"]) == ["config.json", "model.safetensors"] and meta["source"] == "test"
+    assert verify_checksums(web) == 1 and verify_checksums(model) == 2
+    assert verify_checksums(tmp_path / "shared") == 0  # no sidecar: not a download, nothing recorded
+    web.write_text(web.read_text().replace("one", "uno"))  # same size, other bytes
+    with pytest.raises(DamagedFileError, match=rf"damaged file {web}: sha256 differs from the one recorded"):
+        verify_checksums(web)
+    web.write_text("{")
+    with pytest.raises(DamagedFileError, match=r"web.jsonl: 1 bytes, but 32 when downloaded"):
+        verify_checksums(web)
+    (model / "config.json").unlink()
+    with pytest.raises(
+        DamagedFileError, match=r"config.json: recorded in .*meta.json when downloaded, but missing"
+    ):
+        verify_checksums(model)
+    (model / "meta.json").write_text("[1, 2")
+    with pytest.raises(DamagedFileError, match=r"meta.json: not a provenance sidecar"):
+        verify_checksums(model)
+
+
+def test_a_step_refuses_a_download_damaged_after_it_was_written(tmp_path):
+    """Provenance (every script's first step) re-verifies its downloaded inputs before the work starts; a
+    re-download writes new checksums, so the repaired file passes again."""
+    from moelab.provenance import Provenance
+
+    web, model = _downloads(tmp_path)
+    link = tmp_path / "linked"
+    link.symlink_to(model)  # e.g. resources/models/dense -> a shared folder
+    Provenance(config={}, inputs=[model, web, link])  # intact: passes
     weights = model / "model.safetensors"
     weights.write_bytes(b"\x01" + weights.read_bytes()[1:])
-    with pytest.raises(
-        DamagedFileError, match=r"model.safetensors: sha256 differs.*snakemake resources/models/dense"
-    ):
-        Provenance(config={}, inputs=[web, model])
+    with pytest.raises(DamagedFileError, match=r"model.safetensors: sha256 differs"):
+        Provenance(config={}, inputs=[web, link])
     Provenance(config={}, inputs=[web])  # only the inputs a step uses are checked
-    Provenance(config={}, inputs=[tmp_path / "resources" / "absent.jsonl"])  # left to the step itself
+    Provenance(config={}, inputs=[tmp_path / "absent.jsonl"])  # left to the step itself
+    Provenance(config={}).write(model, checksums=True)  # the download rule rerun
+    Provenance(config={}, inputs=[model])
 
 
-def test_a_redownload_drops_the_stale_manifest(tmp_path):
-    from moelab.files import drop_stale_manifest, manifest_for, verify_inputs
-
-    res, web, model = _downloads(tmp_path)
-    assert manifest_for(web) == (res / "manifest.json").resolve()
-    assert manifest_for(tmp_path / "elsewhere" / "x.jsonl") is None
-    web.write_text("new download\n")
-    assert drop_stale_manifest(web) is True and not (res / "manifest.json").exists()
-    assert verify_inputs([web, model]) == 0  # no manifest yet: nothing to compare against
-    assert drop_stale_manifest(web) is False
+def test_rebuild_hint_of_a_checkout_below_a_results_folder():
+    path = "/scratch/results/moelab/resources/models/dense/model.safetensors"
+    assert rebuild_hint(path).startswith(
+        "delete resources/models/dense and rerun `snakemake resources/models/dense`"
+    )

@@ -30,10 +30,9 @@ def rebuild_hint(path) -> str:
     from pathlib import PurePath
 
     parts = PurePath(path).parts
-    for top in ("results", "resources"):
-        if top not in parts:
-            continue
-        rel = parts[parts.index(top) :]
+    tops = [i for i, part in enumerate(parts) if part in ("results", "resources")]
+    if tops:  # the last one: a checkout below a folder named results/ or resources/ keeps its hint
+        rel = parts[tops[-1] :]
         for prefix, n in _OUTPUT_PARTS:
             if rel[: len(prefix)] != prefix:
                 continue

@@ -220,81 +220,77 @@ def write_manifest(paths: list[Path], out_path: str | Path, root: str | Path) ->
     return manifest
 
 
-MANIFEST_NAME = "manifest.json"  # resources/manifest.json (rule manifest): every downloaded file's checksum
+SIDECAR = "meta.json"  # the provenance sidecar of a folder output, inside it; a file's is <file>.meta.json
+CHECKSUMS = "checksums"  # key of a download's file checksums in its sidecar's "extra"
 
 
-def manifest_for(path: str | Path) -> Path | None:
-    """The manifest that covers ``path``: ``<resources>/manifest.json`` of the nearest ancestor folder named
-    ``resources`` (where every download lands), or None for a path outside one. The manifest may not exist."""
-    for parent in Path(path).resolve().parents:
-        if parent.name == "resources":
-            return parent / MANIFEST_NAME
-    return None
+def sidecar_path(output: str | Path) -> Path:
+    """The provenance sidecar of a result: ``<folder>/meta.json`` for a folder, ``<file>.meta.json`` else."""
+    output = Path(output)
+    return output / SIDECAR if output.is_dir() else output.with_name(output.name + "." + SIDECAR)
 
 
-def verify_manifest(manifest_path: str | Path, only: Iterable[str | Path] | None = None) -> int:
-    """Re-check the files a manifest lists against their recorded size and sha256 (size first: cheap).
+def output_checksums(output: str | Path) -> dict[str, dict]:
+    """``{relative path: {"sha256": hex, "bytes": int}}`` of a file, or of every file below a folder except its
+    own sidecar (``meta.json``, written after); keys are POSIX paths relative to the output (a file: its name).
 
-    Args:
-        manifest_path: a manifest written by :func:`write_manifest`; its keys are relative to its folder.
-        only: files or folders; when given, only the listed files at or below them are checked.
-    Returns:
-        the number of files checked.
     Raises:
-        DamagedFileError: the manifest does not parse, or a listed file is missing, has another size or
-            another sha256 (the file is named, with what to delete and rerun).
+        FileNotFoundError: the output does not exist.
     """
-    manifest_path = Path(manifest_path)
-    root = manifest_path.resolve().parent
+    output = Path(output)
+    if not output.exists():
+        raise FileNotFoundError(f"cannot checksum {output}: it does not exist")
+    if output.is_file():
+        files = {output.name: output}
+    else:
+        files = {f.relative_to(output).as_posix(): f for f in sorted(output.rglob("*")) if f.is_file()}
+        files.pop(SIDECAR, None)
+    return {rel: {"sha256": sha256_path(f), "bytes": f.stat().st_size} for rel, f in sorted(files.items())}
+
+
+def verify_checksums(output: str | Path) -> int:
+    """Re-check a download against the checksums its sidecar recorded when it was written (sizes first,
+    then sha256); an output whose sidecar records none (not a download) is not checked.
+
+    Returns:
+        the number of files checked (0: nothing recorded).
+    Raises:
+        DamagedFileError: the sidecar does not parse, or a recorded file is missing, has another size or another
+            sha256 (names the file, with what to delete and rerun).
+    """
+    output = Path(output)
+    sidecar = sidecar_path(output)
+    if not sidecar.is_file():
+        return 0
     try:
-        entries = json.loads(manifest_path.read_text(encoding="utf-8"))
-        recorded = {rel: (int(e["bytes"]), str(e["sha256"])) for rel, e in entries.items()}
+        extra = json.loads(sidecar.read_text(encoding="utf-8")).get("extra") or {}
+        recorded = {
+            rel: (int(e["bytes"]), str(e["sha256"])) for rel, e in (extra.get(CHECKSUMS) or {}).items()
+        }
     except (ValueError, TypeError, KeyError, AttributeError) as err:
-        raise DamagedFileError(manifest_path, f"not a checksum manifest ({err})") from None
-    scopes = None if only is None else [Path(p).resolve() for p in only]
-    checked = 0
+        raise DamagedFileError(sidecar, f"not a provenance sidecar ({err})") from None
+    base = output.parent if output.is_file() else output
     for rel, (size, digest) in recorded.items():
-        path = root / rel
-        if scopes is not None and not any(path == s or s in path.parents for s in scopes):
-            continue
+        path = base / rel
         if not path.is_file():
-            raise DamagedFileError(path, f"listed in {manifest_path} but missing")
+            raise DamagedFileError(path, f"recorded in {sidecar} when downloaded, but missing")
         if path.stat().st_size != size:
             raise DamagedFileError(
-                path, f"{path.stat().st_size} bytes, but {size} when downloaded ({manifest_path})"
+                path, f"{path.stat().st_size} bytes, but {size} when downloaded ({sidecar})"
             )
         if sha256_path(path) != digest:
-            raise DamagedFileError(
-                path, f"sha256 differs from the one recorded at download ({manifest_path})"
-            )
-        checked += 1
-    return checked
+            raise DamagedFileError(path, f"sha256 differs from the one recorded when downloaded ({sidecar})")
+    return len(recorded)
 
 
 def verify_inputs(paths: Iterable[str | Path]) -> int:
-    """Re-verify the downloaded files among a step's inputs before it uses them (:func:`verify_manifest`
-    against the manifest of each existing path below a ``resources`` folder, when that manifest exists).
-    Paths that do not exist are left to the step (it raises its own error). Returns the files checked.
+    """Re-verify a step's downloaded inputs before it uses them (:func:`verify_checksums` of each existing
+    path; paths that do not exist are left to the step, which raises its own error). Returns files checked.
 
     Raises:
-        DamagedFileError: as :func:`verify_manifest`.
+        DamagedFileError: as :func:`verify_checksums`.
     """
-    scopes: dict[Path, list[Path]] = {}
-    for p in map(Path, paths):
-        manifest = manifest_for(p) if p.exists() else None
-        if manifest is not None and manifest.is_file():
-            scopes.setdefault(manifest, []).append(p)
-    return sum(verify_manifest(m, only=ps) for m, ps in scopes.items())
-
-
-def drop_stale_manifest(output: str | Path) -> bool:
-    """Delete the manifest covering a download output about to be (re)written: it no longer describes the
-    files, and a stale manifest would flag the new file as damaged. Returns whether one was deleted."""
-    manifest = manifest_for(output)
-    if manifest is None or not manifest.is_file():
-        return False
-    manifest.unlink()
-    return True
+    return sum(verify_checksums(p) for p in map(Path, paths) if p.exists())
 
 
 SAFETENSORS_INDEX = "model.safetensors.index.json"

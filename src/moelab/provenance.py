@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from importlib import metadata
 from pathlib import Path
 
-from moelab.files import sha256_path, verify_inputs
+from moelab.files import CHECKSUMS, output_checksums, sha256_path, sidecar_path, verify_inputs
 
 TRACKED_PACKAGES = ("torch", "transformers", "datasets", "accelerate", "lm_eval", "snakemake", "moelab")
 
@@ -68,7 +68,7 @@ class Provenance:
 
     def __init__(self, config: dict, inputs: Iterable[str | Path] = (), seed: int | None = None):
         """Start timing the step. Downloaded inputs are re-verified here, before the step uses them
-        (`moelab.files.verify_inputs`: sizes and sha256 against resources/manifest.json, when it exists).
+        (`moelab.files.verify_inputs`: sizes and sha256 against those their download recorded).
 
         Raises:
             DamagedFileError: a downloaded input changed since the manifest was written (the file is named).
@@ -92,10 +92,15 @@ class Provenance:
             **({"extra": extra} if extra else {}),
         }
 
-    def write(self, output: str | Path, extra: dict | None = None) -> Path:
-        """Write ``<output>.meta.json`` (or ``<folder>/meta.json`` for a folder output); returns its path."""
-        output = Path(output)
-        target = output / "meta.json" if output.is_dir() else output.with_name(output.name + ".meta.json")
+    def write(self, output: str | Path, extra: dict | None = None, checksums: bool = False) -> Path:
+        """Write ``<output>.meta.json`` (or ``<folder>/meta.json`` for a folder output); returns its path.
+
+        checksums: also record the sha256 and size of the output's files (``extra["checksums"]``,
+            `moelab.files.output_checksums`): the download rules do, and every later step re-verifies them.
+        """
+        target = sidecar_path(output)
+        if checksums:
+            extra = {**(extra or {}), CHECKSUMS: output_checksums(output)}
         write_json(target, self.record(extra))
         return target
 

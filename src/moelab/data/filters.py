@@ -107,7 +107,9 @@ SCORE_FIELDS = ("document", "nll")
 def write_fluency_scores(scores, path) -> int:
     """Write the :func:`fluency_scores` of a domain as CSV ``document,nll`` (document = its index in the domain's
     JSONL, nll in nats/token; ``inf`` for a document with nothing to score). Returns the row count."""
-    rows = ({"document": i, "nll": repr(float(x))} for i, x in enumerate(np.asarray(scores, dtype=np.float64)))
+    rows = (
+        {"document": i, "nll": repr(float(x))} for i, x in enumerate(np.asarray(scores, dtype=np.float64))
+    )
     return write_csv(rows, path, SCORE_FIELDS)
 
 
