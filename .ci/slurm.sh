@@ -204,16 +204,22 @@ run_snakemake() { # run_snakemake LOG ARGS...: snakemake through both profiles, 
     SNAKEMAKE_PID=
 }
 
+jobcomp_lines() { # jobcomp lines so far: a phase checks only the jobs after them
+    if [[ -f $WORK/log/jobcomp.log ]]; then wc -l <"$WORK/log/jobcomp.log"; else echo 0; fi
+}
+
 phase_smoke() { # the whole smoke DAG; every job through sbatch and COMPLETED, evaluate with the fake GPU
-    local t=$SECONDS
+    local t=$SECONDS skip
+    skip=$(jobcomp_lines)
     run_snakemake "$WORK/log/snakemake.log" --configfile config/smoke.yaml
     say "smoke DAG done in $((SECONDS - t))s"
     "$PY" "$ROOT/.ci/slurm_check.py" --log "$WORK/log/snakemake.log" --jobcomp "$WORK/log/jobcomp.log" \
-        --workdir "$WF" --gpu-rule evaluate
+        --workdir "$WF" --gpu-rule evaluate --jobcomp-skip "$skip"
 }
 
 phase_resume() { # a training job killed at its Slurm time limit is resubmitted and resumes from its checkpoint
-    local t=$SECONDS
+    local t=$SECONDS skip
+    skip=$(jobcomp_lines)
     cat >"$WF/resume.yaml" <<'EOF'
 # .ci/slurm.sh resume phase: ~2 min of training (CI node, one thread) against a 1-minute first attempt
 pretrain:
@@ -228,9 +234,11 @@ EOF
         --configfile config/smoke.yaml resume.yaml
     say "resume phase done in $((SECONDS - t))s"
     "$PY" "$ROOT/.ci/slurm_check.py" --log "$WORK/log/snakemake-resume.log" --jobcomp "$WORK/log/jobcomp.log" \
-        --workdir "$WF" --resume-rule pretrain --summary "$WF/results/models/pretrain/train_summary.json"
+        --workdir "$WF" --resume-rule pretrain --summary "$WF/results/models/pretrain/train_summary.json" \
+        --jobcomp-skip "$skip"
 }
 
+[[ -n ${PHASES// /} ]] || die "MOELAB_SLURM_PHASES is empty (phases: smoke, resume)"
 for phase in $PHASES; do
     case $phase in
     smoke | resume) "phase_$phase" ;;

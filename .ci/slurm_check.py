@@ -60,6 +60,12 @@ def parse_jobcomp(text: str) -> dict[str, dict[str, str]]:
     return jobs
 
 
+def read_jobcomp(path: Path, skip: int = 0) -> dict[str, dict[str, str]]:
+    """The jobcomp log's jobs after its first `skip` lines (those of earlier phases); {} if there is none."""
+    lines = path.read_text().splitlines()[skip:] if path.exists() else []
+    return parse_jobcomp("\n".join(lines))
+
+
 def scontrol_job(slurm_id: str) -> str:
     proc = subprocess.run(["scontrol", "show", "job", slurm_id], capture_output=True, text=True, check=False)
     return proc.stdout
@@ -76,12 +82,12 @@ def check_resume(text: str, comp: dict[str, dict[str, str]], rule: str, summary:
     errors = []
     if len(attempts) < 2:
         errors.append(f"{rule}: {len(attempts)} Slurm submission(s), expected a time-out and a retry")
-    elif "TIMEOUT" not in states[:-1] or states[-1] != "COMPLETED":
+    elif any(s != "TIMEOUT" for s in states[:-1]) or states[-1] != "COMPLETED":
         errors.append(
             f"{rule}: Slurm states {states} of jobs {attempts}, expected TIMEOUT ... then COMPLETED"
         )
     resumed = json.loads(summary.read_text()).get("resumed_from") if summary.is_file() else None
-    if not (resumed and re.search(r"step-\d+$", resumed)):
+    if not (resumed and re.search(rf"results/checkpoints/{rule}/step-\d+$", resumed)):
         errors.append(
             f"{summary}: resumed_from is {resumed!r}, expected the checkpoint the retry resumed from"
         )
@@ -100,11 +106,16 @@ def main() -> int:
         "--resume-rule", help="resume phase: the training rule that must time out, retry and resume"
     )
     ap.add_argument("--summary", type=Path, help="resume phase: that rule's train_summary.json")
+    ap.add_argument(
+        "--jobcomp-skip", type=int, default=0, help="jobcomp lines of earlier phases, not checked"
+    )
     args = ap.parse_args()
+    if args.resume_rule and args.summary is None:
+        ap.error("--resume-rule needs --summary")
 
     text = args.log.read_text()
     if args.resume_rule:
-        comp = parse_jobcomp(args.jobcomp.read_text() if args.jobcomp.exists() else "")
+        comp = read_jobcomp(args.jobcomp, args.jobcomp_skip)
         errors = check_resume(text, comp, args.resume_rule, args.summary)
         for e in errors:
             print(f"[slurm-ci] FAILED: {e}", file=sys.stderr)
@@ -120,7 +131,7 @@ def main() -> int:
         if has_output:
             errors.append(f"job {jobid} ({rules[jobid]}) ran locally, not through sbatch")
 
-    comp = parse_jobcomp(args.jobcomp.read_text() if args.jobcomp.exists() else "")
+    comp = read_jobcomp(args.jobcomp, args.jobcomp_skip)
     for jobid, slurm_id in sorted(submitted.items()):
         state = comp.get(slurm_id, {}).get("JobState")
         if state != "COMPLETED":

@@ -239,3 +239,17 @@ def test_resume_check_wants_a_timeout_then_a_resumed_completion(tmp_path):
     assert "1 Slurm submission(s)" in check.check_resume(one_attempt, comp, "pretrain", summary)[0]
     summary.write_text('{"steps": 300, "resumed_from": null}')
     assert "resumed_from is None" in check.check_resume(RESUME_LOG, comp, "pretrain", summary)[0]
+    summary.write_text('{"resumed_from": "/old/other_run/step-6"}')  # not this rule's checkpoints
+    assert "expected the checkpoint" in check.check_resume(RESUME_LOG, comp, "pretrain", summary)[0]
+    crashed = RESUME_LOG + "Job 0 has been submitted with SLURM jobid 10 (log: x).\n"
+    three = {**comp, "9": {"JobState": "FAILED"}, "10": {"JobState": "COMPLETED"}}
+    summary.write_text('{"resumed_from": "results/checkpoints/pretrain/step-000120"}')
+    assert "expected TIMEOUT" in check.check_resume(crashed, three, "pretrain", summary)[0]  # a hidden crash
+
+
+def test_a_phase_checks_only_its_own_jobcomp_lines(tmp_path):
+    check = _slurm_check()
+    log = tmp_path / "jobcomp.log"
+    log.write_text("JobId=1 JobState=COMPLETED\nJobId=2 JobState=TIMEOUT\nJobId=3 JobState=COMPLETED\n")
+    assert sorted(check.read_jobcomp(log, skip=2)) == ["3"]
+    assert check.read_jobcomp(tmp_path / "absent.log") == {}
