@@ -232,7 +232,7 @@ def test_base_models_through_the_download_rule(tmp_path):
     scores = json.loads((wf / "results/compress/block_scores.json").read_text())
     assert len(scores["scores"]) == 4 and len(scores["dropped"]) == 1
     meta = json.loads((wf / "resources/models/sft_base/meta.json").read_text())
-    checksums = meta["extra"].pop("checksums")  # what every later step re-verifies (moelab.files.verify_inputs)
+    checksums = meta["extra"].pop("checksums")  # re-verified by every later step (verify_inputs)
     assert meta["config"]["format"] == "llama_moe_v1" and meta["extra"] == {"source": str(up), "commit": None}
     assert "config.json" in checksums and all(set(c) == {"sha256", "bytes"} for c in checksums.values())
 
