@@ -75,3 +75,22 @@ def encode_chat(messages: list[dict], tokenizer, max_len: int) -> dict[str, torc
         "input_ids": torch.tensor(ids[:max_len], dtype=torch.long),
         "labels": torch.tensor(labels[:max_len], dtype=torch.long),
     }
+
+
+def pad_examples(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad encoded examples (:func:`encode_chat` outputs) to the longest one.
+
+    Returns:
+        ``{"input_ids": [B, T] (pad_id on padding), "attention_mask": [B, T] 0/1, "labels": [B, T]
+        (IGNORE_INDEX on padding)}``, LongTensors.
+    """
+    T = max(len(e["input_ids"]) for e in examples)
+    input_ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), T), dtype=torch.long)
+    labels = torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)
+    for b, e in enumerate(examples):
+        n = len(e["input_ids"])
+        input_ids[b, :n] = torch.as_tensor(e["input_ids"])
+        attention_mask[b, :n] = 1
+        labels[b, :n] = torch.as_tensor(e["labels"])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from moelab.data.chat import pad_examples
 from moelab.mixture.base import normalise
 
 
@@ -223,21 +224,7 @@ class MixtureSampler(WeightedSampler):
         """
         examples, domains = self.draw_rows(np.random.default_rng([self.seed, self.step]))
         self.step += 1
-        T = max(len(e["input_ids"]) for e in examples)
-        input_ids = torch.full((self.batch_size, T), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((self.batch_size, T), dtype=torch.long)
-        labels = torch.full((self.batch_size, T), -100, dtype=torch.long)
-        for b, e in enumerate(examples):
-            n = len(e["input_ids"])
-            input_ids[b, :n] = torch.as_tensor(e["input_ids"])
-            attention_mask[b, :n] = 1
-            labels[b, :n] = torch.as_tensor(e["labels"])
-        return {
-            "input_ids": input_ids,
-            "attention_mask": attention_mask,
-            "labels": labels,
-            "domains": domains,
-        }
+        return {**pad_examples(examples, self.pad_id), "domains": domains}
 
     def state_dict(self) -> dict:
         """JSON-serialisable sampler state (batch counter, per data set [epoch, position], weights)."""

@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
-from moelab.data.chat import IGNORE_INDEX, encode_chat
+from moelab.data.chat import IGNORE_INDEX, encode_chat, pad_examples
 from moelab.data.packing import read_jsonl
 from moelab.io import load_model, mean_loss
 from moelab.mixture import MixtureSampler, make_mixture
@@ -136,20 +134,6 @@ def split_dev(encoded: dict[str, list[dict]], n_dev: int) -> tuple[dict, dict]:
             )
         train[d], dev[d] = examples[:-n_dev], examples[-n_dev:]
     return train, dev
-
-
-def pad_examples(examples: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad encoded examples: {"input_ids", "attention_mask", "labels" (-100 on padding)}, each [B, T]."""
-    T = max(len(e["input_ids"]) for e in examples)
-    out = {"input_ids": torch.full((len(examples), T), pad_id, dtype=torch.long),
-           "attention_mask": torch.zeros((len(examples), T), dtype=torch.long),
-           "labels": torch.full((len(examples), T), IGNORE_INDEX, dtype=torch.long)}  # fmt: skip
-    for b, e in enumerate(examples):
-        n = len(e["input_ids"])
-        out["input_ids"][b, :n] = torch.as_tensor(e["input_ids"])
-        out["attention_mask"][b, :n] = 1
-        out["labels"][b, :n] = torch.as_tensor(e["labels"])
-    return out
 
 
 def dev_batches(examples: list[dict], batch_size: int, max_batches: int, pad_id: int) -> list[dict]:
