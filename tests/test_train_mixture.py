@@ -1,5 +1,6 @@
 """CPT with a data mixture: evaluation rounds, dynamic weights, exact resume after a kill, per-domain logs."""
 
+import contextlib
 import csv
 import json
 import math
@@ -16,6 +17,25 @@ from moelab.train.loop import domain_row_losses
 
 class Kill(Exception):
     pass
+
+
+@contextlib.contextmanager
+def dies_after_checkpoint(monkeypatch, step: int):
+    """Inside the block, training stops (raises Kill, checked) right after saving checkpoint ``step``: the state
+    a kill -9 there leaves. The real save is restored after the block."""
+    real = loop.save_checkpoint
+
+    def save_then_die(ckpt_dir, at, *args, **kwargs):
+        real(ckpt_dir, at, *args, **kwargs)
+        if at == step:
+            raise Kill
+
+    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
+    try:
+        with pytest.raises(Kill):
+            yield
+    finally:
+        monkeypatch.setattr(loop, "save_checkpoint", real)
 
 
 def rows(path):
@@ -61,17 +81,8 @@ def test_dynamic_run_moves_weight_to_the_domain_above_its_reference(tmp_path, ti
 
 def test_a_killed_dynamic_run_resumes_to_the_same_weights_and_loss(tmp_path, tiny_run, monkeypatch):
     run_training(spec(tmp_path, "straight", *tiny_run))
-    real = loop.save_checkpoint
-
-    def save_then_die(ckpt_dir, step, *args, **kwargs):
-        real(ckpt_dir, step, *args, **kwargs)
-        if step == 4:
-            raise Kill
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(Kill):
+    with dies_after_checkpoint(monkeypatch, 4):
         run_training(spec(tmp_path, "killed", *tiny_run))
-    monkeypatch.setattr(loop, "save_checkpoint", real)
     resumed = run_training(spec(tmp_path, "killed", *tiny_run))
     assert resumed["resumed_from"].endswith("step-000004")
     assert rows(tmp_path / "killed" / "rounds.csv") == rows(tmp_path / "straight" / "rounds.csv")

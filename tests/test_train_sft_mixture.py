@@ -8,9 +8,9 @@ import math
 import numpy as np
 import pytest
 import torch
+from test_train_mixture import dies_after_checkpoint
 from tiny_folders import save_tiny_checkpoint, sentence, write_jsonl
 
-import moelab.train.loop as loop
 from moelab.construct import dense_to_moe, random_split
 from moelab.data.chat import encode_chat
 from moelab.io import load_model, save_model
@@ -19,10 +19,6 @@ from moelab.train.config import TrainRunConfig
 from moelab.train.launch import run_training
 
 SETS = ("code", "math", "orca")
-
-
-class Kill(Exception):
-    pass
 
 
 @pytest.fixture(scope="module")
@@ -111,17 +107,8 @@ def test_rounds_update_the_weights_from_the_measured_gate_loads(tmp_path, tiny_s
 
 def test_a_killed_dynamic_sft_run_resumes_to_the_same_stream(tmp_path, tiny_sft, monkeypatch):
     straight = run_training(sft_spec(tmp_path, "straight", *tiny_sft, mixture=MOE_SFT))
-    real = loop.save_checkpoint
-
-    def save_then_die(ckpt_dir, step, *args, **kwargs):
-        real(ckpt_dir, step, *args, **kwargs)
-        if step == 4:
-            raise Kill
-
-    monkeypatch.setattr(loop, "save_checkpoint", save_then_die)
-    with pytest.raises(Kill):
+    with dies_after_checkpoint(monkeypatch, 4):
         run_training(sft_spec(tmp_path, "killed", *tiny_sft, mixture=MOE_SFT))
-    monkeypatch.setattr(loop, "save_checkpoint", real)
     resumed = run_training(sft_spec(tmp_path, "killed", *tiny_sft, mixture=MOE_SFT))
     assert resumed["resumed_from"].endswith("step-000004")
     assert resumed["rounds"] == straight["rounds"] and resumed["weight_history"] == straight["weight_history"]

@@ -106,9 +106,13 @@ class SandboxedCodeEval:
         return scores, results
 
 
-def _is_task_helper(name: str, module: object) -> bool:
-    """lm-eval's task YAML loader caches `!function` modules as lm_eval.tasks.<dir>.<file> with `__mtime__`."""
-    return name.startswith("lm_eval.tasks.") and hasattr(module, "__mtime__")
+def _drop_task_helpers() -> None:
+    """Forget the `!function` modules lm-eval's task YAML loader cached (lm_eval.tasks.<dir>.<file>, with an
+    `__mtime__`), so the next task load imports them again."""
+    for name in [
+        n for n, m in list(sys.modules.items()) if n.startswith("lm_eval.tasks.") and hasattr(m, "__mtime__")
+    ]:
+        del sys.modules[name]
 
 
 @contextlib.contextmanager
@@ -128,8 +132,7 @@ def sandboxed_code_eval() -> Iterator[SandboxedCodeEval]:
             return metric
         return original_load(path, *args, **kwargs)
 
-    for name in [n for n, m in list(sys.modules.items()) if _is_task_helper(n, m)]:
-        del sys.modules[name]
+    _drop_task_helpers()
     saved_flag = os.environ.get("HF_ALLOW_CODE_EVAL")
     os.environ["HF_ALLOW_CODE_EVAL"] = "0"
     evaluate.load = load
@@ -137,8 +140,7 @@ def sandboxed_code_eval() -> Iterator[SandboxedCodeEval]:
         yield metric
     finally:
         evaluate.load = original_load
-        for name in [n for n, m in list(sys.modules.items()) if _is_task_helper(n, m)]:
-            del sys.modules[name]  # their module globals hold `metric`: never reuse them outside the block
+        _drop_task_helpers()  # their module globals hold `metric`: never reuse them outside the block
         if saved_flag is None:
             os.environ.pop("HF_ALLOW_CODE_EVAL", None)
         else:
