@@ -185,6 +185,11 @@ def sha256_path(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def checksum_entry(path: str | Path) -> dict:
+    """``{"sha256": hex, "bytes": int}`` of one file: an entry of a manifest or of a download's checksums."""
+    return {"sha256": sha256_path(path), "bytes": Path(path).stat().st_size}
+
+
 def write_manifest(paths: list[Path], out_path: str | Path, root: str | Path) -> dict:
     """Write a checksum manifest ``{relative path: {"sha256": hex, "bytes": int}}`` as JSON.
 
@@ -210,7 +215,7 @@ def write_manifest(paths: list[Path], out_path: str | Path, root: str | Path) ->
             rel = f.resolve().relative_to(root).as_posix()
         except ValueError:
             raise ValueError(f"manifest input {f} is not below root {root}") from None
-        manifest[rel] = {"sha256": sha256_path(f), "bytes": f.stat().st_size}
+        manifest[rel] = checksum_entry(f)
     manifest = dict(sorted(manifest.items()))
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -245,7 +250,7 @@ def output_checksums(output: str | Path) -> dict[str, dict]:
     else:
         files = {f.relative_to(output).as_posix(): f for f in sorted(output.rglob("*")) if f.is_file()}
         files.pop(SIDECAR, None)
-    return {rel: {"sha256": sha256_path(f), "bytes": f.stat().st_size} for rel, f in sorted(files.items())}
+    return {rel: checksum_entry(f) for rel, f in sorted(files.items())}
 
 
 def verify_checksums(output: str | Path) -> int:
