@@ -246,8 +246,12 @@ def test_two_stage_sft_continues_stage_one(tmp_path):
     overlay = {
         "sft": {
             "from_stage": "moe",
-            "stage1": {"steps": 2, "warmup_steps": 0, "domain_weights": {"general": 0, "math": 1, "code": 0}},
-            "domain_weights": {"general": 0, "math": 0, "code": 1},
+            "stage1": {
+                "steps": 2,
+                "warmup_steps": 0,
+                "domain_weights": {"general": 0, "math": 1, "code": 0, "explain": 0},
+            },
+            "domain_weights": {"general": 0, "math": 0, "code": 1, "explain": 0},
         }
     }
     (wf / "overlay.yaml").write_text(yaml.safe_dump(overlay))

@@ -200,7 +200,7 @@ def test_download_rules_take_the_hub_path(slimpajama, tmp_path):
             },
         },
         "pretrain": {"domain_weights": {"c4": 1, "github": 1, "code": 0, "books": 0, "web": 0, "wiki": 0}},
-        "sft": {"domain_weights": {"chat": 1, "general": 0, "math": 0, "code": 0}},
+        "sft": {"domain_weights": {"chat": 1, "general": 0, "math": 0, "code": 0, "explain": 0}},
         "compress": {"calib_domain": "c4", "n_drop": 1},  # the tiny hub model has 2 blocks
     }
     # the CPT ablation's mixes name the demo domains: a config with other domains maps them (as config/paper.yaml)

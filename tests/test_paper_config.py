@@ -203,10 +203,23 @@ def demo(**changes):
             r"sft.stage1.domain_weights has no weight",
         ),
         (
-            {"sft.stage1": {"steps": 2, "domain_weights": {"math": 0, "code": 0, "general": 0}}},
+            {
+                "sft.stage1": {
+                    "steps": 2,
+                    "domain_weights": {"math": 0, "code": 0, "general": 0, "explain": 0},
+                }
+            },
             "sft.stage1.*sum",
         ),
-        ({"sft.stage1": {"steps": 2, "domain_weights": {"math": 1, "code": 0, "general": 0, "x": 1}}}, "'x'"),
+        (
+            {
+                "sft.stage1": {
+                    "steps": 2,
+                    "domain_weights": {"math": 1, "code": 0, "general": 0, "explain": 0, "x": 1},
+                }
+            },
+            "'x'",
+        ),
         ({"pretrain.domain_weights": {"code": 1, "books": 1, "web": 1, "wiki": 1, "cc": 2}}, "'cc'"),
     ],
 )
