@@ -28,6 +28,7 @@ include: "rules/report.smk"
 include: "rules/construct_ablation.smk"
 include: "rules/filter.smk"
 include: "rules/cpt_ablation.smk"
+include: "rules/sft_mixture.smk"
 
 
 rule all:

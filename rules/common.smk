@@ -4,7 +4,7 @@ from dataclasses import asdict
 
 import yaml
 
-from moelab.config import check_workflow_config, cpt_ablation_runs, train_section
+from moelab.config import check_workflow_config, cpt_ablation_runs, sft_mixture_runs, train_section
 from moelab.evaluate.plan import STAGES, paper_plan, planned_tasks
 from moelab.resources import job_resources
 from moelab.train.config import LauncherConfig
@@ -191,3 +191,32 @@ def cpt_dynamic_runs(runs):
     """The runs of `runs` whose mixture is dynamic (a strategy other than static)."""
     specs = CPT_ABLATION.get("runs", {})
     return [r for r in runs if specs[r].get("strategy", "static") != "static"]
+
+
+# MoE-SFT data mixtures (rules/sft_mixture.smk): run/seed<seed> -> its settings (moelab.config.sft_mixture_runs).
+SFT_MIXTURE = config.get("sft_mixture", {})
+SFT_RUNS = sft_mixture_runs(config)
+SFT_MIX_DIR = "results/sft_mixture/{sft_run}/seed{seed}"
+SFT_MIX_STAGES = {f"sft_{r['run']}": r["run"] for r in SFT_RUNS.values()}  # stage of the merged result -> run
+
+
+def sft_run(wildcards):
+    """The settings of run {sft_run}/seed{seed} (moelab.config.sft_mixture_runs)."""
+    return SFT_RUNS[f"{wildcards.sft_run}/seed{wildcards.seed}"]
+
+
+def sft_run_files(name, runs):
+    """results/sft_mixture/<run>/seed<seed>/<name> of every trained seed of each run in `runs`."""
+    return [f"results/sft_mixture/{key}/{name}" for key in SFT_RUNS if SFT_RUNS[key]["run"] in runs]
+
+
+def sft_weights_input(wildcards):
+    """{"final_weights": the summary of the run whose final weights {sft_run} trains with} (weights_from), or {}."""
+    source = sft_run(wildcards)["weights_from"]
+    return {"final_weights": f"results/sft_mixture/{source}/summary.json"} if source else {}
+
+
+def sft_dynamic_runs(runs):
+    """The runs of `runs` whose mixture strategy changes the weights during training."""
+    specs = SFT_MIXTURE.get("runs", {})
+    return [r for r in runs if (specs[r] or {}).get("strategy", "static") not in ("static", "gate_load_static")]

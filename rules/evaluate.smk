@@ -4,6 +4,7 @@ from moelab.evaluate.plan import evaluation_targets
 
 EVAL = config["evaluate"]
 EVAL_TARGETS = evaluation_targets(EVAL)
+EVAL_SETTINGS = {k: EVAL.get(k) for k in ("suite", "code_sandbox", "batch_size", "max_fewshot", "cache")}
 
 
 rule evaluate:
@@ -13,8 +14,9 @@ rule evaluate:
     output:
         "results/eval/{stage}/{paper}.json",
     params:
+        stage=lambda wc: wc.stage,
         plan=lambda wc: paper_plan(EVAL, wc.paper),
-        evaluate={k: EVAL.get(k) for k in ("suite", "code_sandbox", "batch_size", "max_fewshot", "cache")},
+        evaluate=EVAL_SETTINGS,
         eval_dir="resources/data/eval",
         cache_dir=EVAL["cache_dir"],
         seed=config["seed"],

@@ -8,9 +8,16 @@ from moelab.report.papers import OUTPUTS, TABLES, index_markdown
 PAPERS_DIR = "results/papers"
 LLAMA_MOE = f"{PAPERS_DIR}/llama_moe"  # also used by rules/construct_ablation.smk
 # Inputs besides evaluation results, per table (read by scripts/report_paper_table.py).
-TABLE_EXTRA_INPUTS = {("moe_compression", "table_main"): {"block_scores": "results/compress/block_scores.json"}}
+TABLE_EXTRA_INPUTS = {
+    ("moe_compression", "table_main"): {"block_scores": "results/compress/block_scores.json"},
+    # our row of the final-weights table: every seed of the (first) dynamic headline run
+    ("moe_sft", "table_final_weights"): {
+        "final_weights": sft_run_files("summary.json", sft_dynamic_runs(SFT_MIXTURE.get("headline", []))[:1])
+    },
+}
 ROUTING_DIR = "results/routing/{stage}"
 PAPER_TABLE_CONFIG = {k: config[k] for k in ("model", "construct", "pretrain", "sft", "evaluate")}
+PAPER_TABLE_CONFIG["sft_mixture"] = SFT_MIXTURE
 # Expert-load figures from the routing CSVs: (paper, figure) -> routing stage, kind, with specialisation panel.
 SOURCE_LABELS = {"pretrain_domain": "pretraining domain", "sft_domain": "SFT data set"}
 EXPERT_LOAD = {
@@ -33,8 +40,8 @@ def eval_input(source):
     """Evaluation result of a source key ``stage/paper``, or None when evaluate.stages does not score the
     stage on the paper or no rule can make it yet (the table then shows "not reproduced yet" in that row)."""
     stage, paper = source.split("/")
-    if (stage, paper) not in EVAL_TARGETS:  # evaluate.stages does not score this stage on the paper
-        return None
+    if (stage, paper) not in EVAL_TARGETS and stage not in SFT_MIX_STAGES:
+        return None  # evaluate.stages does not score this stage on the paper, nor is it an SFT mixture run
     path = f"results/eval/{stage}/{paper}.json"
     return path if producible(path) else None
 

@@ -14,7 +14,7 @@ from moelab.provenance import Provenance, write_json  # noqa: E402
 from moelab.runtime import resolve_device, setup  # noqa: E402
 
 sm = snakemake  # noqa: F821
-stage, paper = sm.wildcards.stage, sm.wildcards.paper
+stage, paper = sm.params.stage, sm.wildcards.paper  # stage: the model's pipeline stage or sft_<mixture run>
 log = setup(sm.log[0], sm.threads, sm.params.seed)
 plan = sm.params.plan
 prov = Provenance(

@@ -12,6 +12,7 @@ from moelab.report import (
     table_spec,
     write_paper_table,
 )
+from moelab.report.sft_mixture import final_weight_extras, final_weight_note, read_sft_run, seed_note
 from moelab.report.tables import read_eval
 from moelab.runtime import setup
 
@@ -21,10 +22,16 @@ spec = table_spec(sm.params.paper, sm.params.table)
 evals = list(sm.input.evals)
 prov = Provenance(config=sm.params.config, inputs=list(sm.input))
 ours = {source: read_eval(path) for source, path in zip(sm.params.sources, evals, strict=True)}
-extras = {}
+extras, notes = {}, [scale_note(sm.params.config)]
 if "block_scores" in sm.input.keys():
     extras = compression_extras(json.loads(Path(sm.input.block_scores).read_text()))
+if "final_weights" in sm.input.keys() and sm.input.final_weights:
+    runs = [read_sft_run(p) for p in sm.input.final_weights]
+    roles = sm.params.config["sft_mixture"].get("roles") or {}
+    extras = final_weight_extras(runs, roles, next(r.ours for r in spec.rows if r.ours))
+    notes.append(final_weight_note(runs))
+notes += [n for n in [seed_note(spec, ours)] if n]
 long = paper_table(spec, load_published(spec.paper), ours, extras)
-write_paper_table(spec, long, Path(sm.output.csv), Path(sm.output.md), notes=[scale_note(sm.params.config)])
+write_paper_table(spec, long, Path(sm.output.csv), Path(sm.output.md), notes=notes)
 for path in (sm.output.csv, sm.output.md):
     prov.write(path, extra={"sources": dict(zip(sm.params.sources, evals, strict=True))})

@@ -1,4 +1,4 @@
-"""A training rule (pretrain, sft, sft_stage1, construct_cpt): write the run's train_config.json, run it.
+"""A training rule (pretrain, sft, sft_stage1, construct_cpt, cpt_ablation_train, sft_mixture_train): write the run's train_config.json, run it.
 
 The config (moelab.train.TrainRunConfig) is built once, here, from the rule's params, input and output, and
 written as the rule's first output; ``moelab.train.run_training`` (what ``python -m moelab.train CONFIG``
@@ -28,9 +28,22 @@ def pretrain_run_fields(sm) -> dict:
     }
 
 
+def final_weights(sm) -> dict:
+    """sft_mixture runs with weights_from: the domain weights are that run's final weights (input final_weights)."""
+    if "final_weights" not in sm.input.keys():
+        return {}
+    summary = json.loads(Path(sm.input.final_weights).read_text())
+    if "final_weights" not in summary:
+        raise ValueError(
+            f"{sm.input.final_weights}: no final_weights (not the summary of a dynamic mixture run)"
+        )
+    return {"domain_weights": summary["final_weights"]}
+
+
 log = setup(sm.log[0], sm.threads, p.seed)
+train = {**p.train, **final_weights(sm)}
 cfg = TrainRunConfig.from_section(
-    p.train,
+    train,
     stage=p.stage,
     model=sm.input.model,
     data={Path(f).stem: f for f in sm.input.data},
@@ -47,11 +60,12 @@ cfg = TrainRunConfig.from_section(
     **pretrain_run_fields(sm),
 )
 prov = Provenance(
-    config={**p.train, "launcher": p.launcher},
+    config={**train, "launcher": p.launcher},
     inputs=[
         sm.input.model,
         *sm.input.data,
         *([sm.input.reference] if "reference" in sm.input.keys() else []),
+        *([sm.input.final_weights] if "final_weights" in sm.input.keys() else []),
     ],
     seed=p.seed,
 )

@@ -124,7 +124,9 @@ def test_write_paper_table_csv_markdown_provenance(tmp_path):
 def test_layout_only_table_says_not_published_here(tmp_path):
     spec = table_spec("moe_sft", "table_main")
     long = paper_table(
-        spec, load_published("moe_sft"), {"sft/moe_sft": ev(arc_easy=0.5, arc_challenge=0.3, boolq=0.7)}
+        spec,
+        load_published("moe_sft"),
+        {"sft_uniform/moe_sft": ev(arc_easy=0.5, arc_challenge=0.3, boolq=0.7)},
     )
     qa = cell(long, SFT_UNIFORM, "qa")
     assert qa.ours == 50.0 and pd.isna(qa.published) and not bool(qa.verified)
@@ -309,8 +311,20 @@ def test_every_registered_output_has_its_rule(tmp_path):
 def write_fixture_results(wf: Path) -> None:
     """Evaluation, compression, training-log and routing files as the upstream rules write them."""
     acc = {"arc_easy": 0.5, "arc_challenge": 0.3, "piqa": 0.6, "sciq": 0.7, "boolq": 0.6, "hellaswag": 0.3}
-    pairs = ["dense/llama_moe", "moe/llama_moe", "pretrain/llama_moe", "pretrain_active/llama_moe", "sft_base/moe_sft", "sft/moe_sft",
-             "compress_base/moe_compression", "compress/moe_compression", "dense/llama_moe_v2", "sft/llama_moe_v2"]  # fmt: skip
+    pairs = [
+        "dense/llama_moe",
+        "moe/llama_moe",
+        "pretrain/llama_moe",
+        "pretrain_active/llama_moe",
+        "sft_base/moe_sft",
+        "sft/moe_sft",
+        "compress_base/moe_compression",
+        "compress/moe_compression",
+        "dense/llama_moe_v2",
+        "sft/llama_moe_v2",
+        "sft_uniform/moe_sft",
+        "sft_dynamic/moe_sft",
+    ]  # the last two: MoE-SFT mixture runs, seeds merged
     for i, pair in enumerate(pairs):
         stage, paper = pair.split("/")
         prim = {t: round(v - 0.01 * i, 3) for t, v in acc.items()}
@@ -320,6 +334,18 @@ def write_fixture_results(wf: Path) -> None:
         path = wf / "results" / "eval" / stage / f"{paper}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(res))
+    for seed in (1227, 1228):  # the dynamic mixture run's summaries (final weights, weights over rounds)
+        path = wf / "results" / "sft_mixture" / "dynamic" / f"seed{seed}" / "summary.json"
+        path.parent.mkdir(parents=True)
+        weights = [
+            {"code": 0.25, "explain": 0.25, "general": 0.25, "math": 0.25},
+            {"code": 0.1, "explain": 0.5, "general": 0.2, "math": 0.2},
+        ]
+        rounds = [
+            {"step": s, "losses": dict.fromkeys(w, 1.0), "gate_loads": None, "weights": w}
+            for s, w in zip((0, 5), weights, strict=True)
+        ]
+        path.write_text(json.dumps({"rounds": rounds, "final_weights": weights[-1]}))  # fmt: skip
     (wf / "results" / "compress").mkdir(parents=True)
     (wf / "results" / "compress" / "block_scores.json").write_text(
         json.dumps({"params_before": {"total": 3_000_000}, "params_after": {"total": 2_500_000}})

@@ -21,7 +21,9 @@ SLURM_RESOURCES = {
     "gpu_model", "gres", "constraint", "qos", "slurm_partition", "slurm_account", "slurm_extra",
 }  # fmt: skip
 # `rule name:` or a rule generated in a loop (`    rule:` + `name:` on the next lines)
-RULE_RE = re.compile(r"^\s*rule(?:\s+(\w+))?\s*:\s*$", re.M)
+RULE_RE = re.compile(
+    r"^\s*(?:use\s+)?rule(?:\s+(\w+))?(?:\s+as\s+(\w+)\s+with)?\s*:\s*$", re.M
+)  # use rule A as B with:
 NAME_RE = re.compile(r"^\s+name:\s*\n\s+(.+)$", re.M)
 
 
@@ -45,7 +47,7 @@ def rule_blocks() -> dict[str, str]:
         ends = [n.start() for n in matches[1:]] + [len(text)]
         for m, end in zip(matches, ends[: len(matches)], strict=True):
             block = text[m.start() : end]
-            name = m.group(1) or NAME_RE.search(block).group(1).strip()
+            name = m.group(2) or m.group(1) or NAME_RE.search(block).group(1).strip()
             blocks[name] = block
     return blocks
 

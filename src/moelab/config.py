@@ -57,6 +57,7 @@ def check_config(cfg: dict) -> None:
         )
     check_launcher(cfg)
     cpt_ablation_runs(cfg)
+    sft_mixture_runs(cfg)
     m = cfg["model"]
     needed = {"gguf": ("gguf_package", "gguf_file"), "pretrained": ("pretrained",), "tiny": ("tiny",)}[
         m["source"]
@@ -160,6 +161,28 @@ CPT_ABLATION_TABLES = ("sampling", "filtering")
 _MIXTURE_RUN_KEYS = ("strategy", "init", "eta", "smoothing")
 
 
+def _check_run_lists(section: dict, where: str, tables: tuple[str, ...]) -> dict:
+    """The ``runs`` of an ablation section, after checking that ``headline`` and each table list name runs.
+
+    Raises:
+        ConfigError: a list naming an unknown run (names the key and the known runs).
+    """
+    runs = section.get("runs") or {}
+    for key in ("headline", *tables):
+        missing = [r for r in section.get(key, []) if r not in runs]
+        if missing:
+            raise ConfigError(f"{where}.{key} names unknown run(s) {missing}; runs: {sorted(runs)}")
+    return runs
+
+
+def run_seeds(cfg: dict, where: str, run: str) -> list[int]:
+    """The seeds run ``run`` of ablation section ``where`` trains with: every one of ``<where>.seeds`` for a
+    ``headline`` run (the table shows their spread), the first one otherwise (default: the config's seed)."""
+    section = cfg.get(where) or {}
+    seeds = [int(s) for s in section.get("seeds") or [cfg["seed"]]]
+    return seeds if run in section.get("headline", []) else seeds[:1]
+
+
 def cpt_ablation_runs(cfg: dict) -> dict[str, dict]:
     """Every training run of the CPT data ablations: ``"<run>/seed<seed>"`` -> its settings.
 
@@ -179,14 +202,9 @@ def cpt_ablation_runs(cfg: dict) -> dict[str, dict]:
     from moelab.mixture import check_mixture_spec  # torch-free (mixture.strategies)
 
     a = cfg.get("cpt_ablation") or {}
-    runs = a.get("runs") or {}
-    for key in ("headline", *CPT_ABLATION_TABLES):
-        missing = [r for r in a.get(key, []) if r not in runs]
-        if missing:
-            raise ConfigError(f"cpt_ablation.{key} names unknown run(s) {missing}; runs: {sorted(runs)}")
+    runs = _check_run_lists(a, "cpt_ablation", CPT_ABLATION_TABLES)
     domains = cfg["data"]["pretrain_domains"]
     base = train_section(cfg, "pretrain")
-    seeds = a.get("seeds") or [cfg["seed"]]
     out: dict[str, dict] = {}
     for name, spec in runs.items():
         given = dict(spec.get("domain_weights") or base["domain_weights"])
@@ -213,12 +231,91 @@ def cpt_ablation_runs(cfg: dict) -> dict[str, dict]:
             check_mixture_spec(mixture, domains, where=f"cpt_ablation.runs.{name}")
         except ValueError as err:
             raise ConfigError(str(err)) from None
-        for seed in seeds if name in a.get("headline", []) else seeds[:1]:
+        for seed in run_seeds(cfg, "cpt_ablation", name):
             out[f"{name}/seed{seed}"] = {
                 "run": name,
                 "seed": int(seed),
                 "filter": spec.get("filter", "none"),
                 "train": {"steps": a.get("steps", 40), "domain_weights": weights, "mixture": mixture},
+            }
+    return out
+
+
+SFT_MIXTURE_TABLES = ("baselines",)
+_SFT_RUN_KEYS = ("strategy", "init", "eta", "smoothing", "distance", "layers")
+_SFT_ROUND_KEYS = ("eval_interval", "eval_batches", "dev_examples")
+
+
+def sft_mixture_runs(cfg: dict) -> dict[str, dict]:
+    """Every training run of the MoE-SFT data-mixture comparison: ``"<run>/seed<seed>"`` -> its settings.
+
+    Each run of ``sft_mixture.runs`` trains ``sft_mixture.steps`` steps from the model SFT starts from, with the
+    ``sft:`` settings and its own ``sft.mixture`` spec (MoE-SFT, arXiv 2406.11256, Sec. 4: every strategy at
+    the same budget, from uniform weights over ``data.sft_domains`` unless ``init`` says otherwise); the rounds' settings (eval_interval,
+    eval_batches, dev_examples) are the section's, so every run holds out the same dev examples.
+    ``weights_from: <run>`` trains with that run's final weights, static (the "dynamic final weights" baseline;
+    it reads the first seed's summary). Seeds: :func:`run_seeds` (``headline`` runs: every seed). Only the runs
+    of ``headline`` and ``baselines`` (and the runs their ``weights_from`` read) are trained; every run is checked.
+
+    Returns:
+        id -> {"run", "seed", "weights_from": the id it reads or None, "train": overrides of the sft section
+        (steps, mixture)}.
+
+    Raises:
+        ConfigError: a list naming an unknown run, an unknown run key, ``weights_from`` naming an unknown run,
+            one without a dynamic strategy or combined with a strategy, a bad mixture setting, or a role naming
+            a data set outside ``data.sft_domains`` (names the key).
+    """
+    from moelab.mixture import STRATEGIES, check_mixture_spec  # torch-free (mixture.strategies)
+
+    a = cfg.get("sft_mixture") or {}
+    runs = _check_run_lists(a, "sft_mixture", SFT_MIXTURE_TABLES)
+    domains = cfg["data"]["sft_domains"]
+    trained = a.get("headline") or a.get("baselines")  # the roles matter where a run is trained
+    for role, ours in (a.get("roles") or {}).items() if trained else ():
+        if ours not in domains:
+            raise ConfigError(f"sft_mixture.roles.{role}={ours!r} is not in data.sft_domains {list(domains)}")
+    first = run_seeds(cfg, "sft_mixture", "")[0]
+    wanted = {*a.get("headline", []), *a.get("baselines", [])}
+    wanted |= {(runs[r] or {}).get("weights_from") for r in wanted} - {
+        None
+    }  # a final-weights run needs its source
+    out: dict[str, dict] = {}
+    for name, spec in runs.items():
+        spec = spec or {}
+        where = f"sft_mixture.runs.{name}"
+        known = {*_SFT_RUN_KEYS, "weights_from"}
+        if set(spec) - known:
+            raise ConfigError(
+                f"{where}: unknown key {sorted(set(spec) - known)[0]!r}; known: {sorted(known)}"
+            )
+        source = spec.get("weights_from")
+        if source is not None:
+            strategy = (runs.get(source) or {}).get("strategy", "static")
+            if source not in runs or not STRATEGIES[strategy].dynamic:
+                raise ConfigError(
+                    f"{where}.weights_from={source!r} must name a run of sft_mixture.runs with a dynamic strategy"
+                )
+            if "strategy" in spec or "init" in spec:
+                raise ConfigError(
+                    f"{where}: weights_from trains static from those weights; drop strategy/init"
+                )
+        mixture = {
+            "strategy": "static",
+            "init": "uniform" if source is None else "weights",  # the paper's start; final weights as given
+            **{k: a[k] for k in _SFT_ROUND_KEYS if k in a},
+            **{k: spec[k] for k in _SFT_RUN_KEYS if k in spec},
+        }
+        try:
+            check_mixture_spec(mixture, domains, where=where, stage="sft")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
+        for seed in run_seeds(cfg, "sft_mixture", name) if name in wanted else ():
+            out[f"{name}/seed{seed}"] = {
+                "run": name,
+                "seed": seed,
+                "weights_from": None if source is None else f"{source}/seed{first}",
+                "train": {"steps": a.get("steps", cfg["sft"]["steps"]), "mixture": mixture},
             }
     return out
 

@@ -20,7 +20,7 @@ import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from moelab.config import train_section
+from moelab.config import sft_mixture_runs, train_section
 from moelab.errors import ConfigError
 
 GROWTH = 1.5  # memory and runtime x1.5 per further attempt
@@ -303,8 +303,16 @@ def eval_tokens(cfg: dict, paper: str) -> float:
     return total
 
 
+# Rules sized as another rule's job (rule, fixed wildcards): an SFT mixture run is an SFT job of the same
+# settings, its evaluation the evaluation of the SFT stage (rules/sft_mixture.smk).
+SIZED_AS = {"sft_mixture_train": ("sft", {}), "sft_mixture_eval": ("evaluate", {"stage": "sft"})}
+
+
 def _base(cfg: dict, rule: str, wc: dict) -> dict:
     """First-attempt resources of one job of ``rule`` (wildcards ``wc``): mem_mb, runtime, gpu, cpus, disk_mb."""
+    if rule in SIZED_AS:
+        rule, fixed = SIZED_AS[rule]
+        wc = {**fixed, **wc}
     dev, b = cfg["device"], dtype_bytes(cfg)
     proc = PROCESS_MB[dev]
     small = {"mem_mb": 1000, "runtime": 5, "gpu": 0, "cpus": 1, "disk_mb": 1000}
@@ -380,7 +388,7 @@ SLIMPAJAMA_SHARE = {
 SIZED_RULES = (
     "download_model", "download_base_model", "download_pretrain_data", "download_sft_data", "construct",
     "construct_activated", "reference_loss", "pretrain", "sft", "sft_stage1", "compress", "evaluate",
-    "routing_analysis",
+    "routing_analysis", "sft_mixture_train", "sft_mixture_eval",
 )  # fmt: skip
 KEYS = ("mem_mb", "runtime", "gpu", "cpus", "disk_mb")
 
@@ -440,6 +448,11 @@ def dag_jobs(cfg: dict) -> list[tuple[str, dict]]:
         jobs.append(("sft_stage1", {}))
     jobs += [("sft", {}), ("compress", {})]
     jobs += [("evaluate", {"stage": s, "paper": p}) for s, p in evaluation_targets(ev)]
+    headline = set((cfg.get("sft_mixture") or {}).get("headline") or ())  # table_main's runs, every seed
+    for run in sft_mixture_runs(cfg).values():
+        if run["run"] in headline:
+            wc = {"sft_run": run["run"], "seed": str(run["seed"])}
+            jobs += [("sft_mixture_train", wc), ("sft_mixture_eval", {**wc, "paper": "moe_sft"})]
     jobs += [("routing_analysis", {"stage": s}) for s in cfg["routing"]["stages"]]
     return jobs
 

@@ -26,6 +26,7 @@ _WHERE = {
     "ShearedLlamaPaper": "sheared_llama",
     "MoESFTDynamic": "moe_sft",
     "MoESFTInverse": "moe_sft",
+    "GateLoadStatic": "moe_sft",
     "RandomWeights": "moe_sft",
     "RandomBatch": "moe_sft",
     "Cycle": "moe_sft",

@@ -66,6 +66,11 @@ class Mixture:
         """The current weights, source -> weight, summing to 1."""
         return dict(self._weights)
 
+    def updates_at(self, step: int, steps: int) -> bool:
+        """Whether the evaluation round before step ``step`` (``steps`` = after the last) updates the weights:
+        a dynamic mixture at every round strictly inside the run (not at the start, not after the end)."""
+        return self.dynamic and 0 < step < steps
+
     def new_weights(self, round_stats: dict) -> dict[str, float]:
         """The next weights (unnormalised is fine) from one round's stats; a static mixture keeps its weights."""
         return self.weights

@@ -13,6 +13,8 @@ A data set whose routing is far from the others' is less redundant and gets more
 sorted order; the initial weights are uniform (config). Baselines of the official code:
 
 - :class:`MoESFTInverse` ("~l2", the inverse hypothesis): the L2 deltas with their rank order reversed.
+- :class:`GateLoadStatic` ("static gate-load weights"): one such update from the starting model's gate loads
+  (the round at step 0), then held for the whole run (upstream: conf/prob_map/gate_load.json).
 - :class:`RandomWeights`: fresh uniform draws, normalised, each round.
 - :class:`RandomBatch`: one data set (drawn each round) at 1.0, the others at 1e-5.
 - :class:`Cycle`: a one-hot on the first data set (code, in sorted order), rolled by one each round.
@@ -132,6 +134,16 @@ class MoESFTInverse(MoESFTDynamic):
 
     strategy = "moe_sft_inverse"
     inverse = True
+
+
+class GateLoadStatic(MoESFTDynamic):
+    """Baseline "static gate-load weights": one :class:`MoESFTDynamic` update from the initial weights with the
+    starting model's gate loads (the evaluation round at step 0), then static for the rest of the run."""
+
+    strategy = "gate_load_static"
+
+    def updates_at(self, step: int, steps: int) -> bool:
+        return step == 0 and len(self.history) == 1
 
 
 class _Seeded(Mixture):

@@ -11,6 +11,7 @@ from moelab.mixture.base import Mixture, normalise
 from moelab.mixture.moe_sft import (
     DISTANCES,
     Cycle,
+    GateLoadStatic,
     MoESFTDynamic,
     MoESFTInverse,
     RandomBatch,
@@ -25,6 +26,7 @@ STRATEGIES: dict[str, type[Mixture]] = {
     "sheared_llama_paper": ShearedLlamaPaper,
     "moe_sft": MoESFTDynamic,
     "moe_sft_inverse": MoESFTInverse,
+    "gate_load_static": GateLoadStatic,
     "random_weights": RandomWeights,
     "random_batch": RandomBatch,
     "cycle": Cycle,
@@ -38,6 +40,7 @@ STAGE_STRATEGIES = {
         "static",
         "moe_sft",
         "moe_sft_inverse",
+        "gate_load_static",
         "random_weights",
         "random_batch",
         "cycle",
@@ -50,6 +53,7 @@ _SETTINGS = {
     "sheared_llama": ("eta", "smoothing"),
     "moe_sft": ("eta", "smoothing", "distance"),
     "moe_sft_inverse": ("eta", "smoothing", "distance"),
+    "gate_load_static": ("eta", "smoothing", "distance"),
 }
 _SEEDED = ("random_weights", "random_batch")
 _SPEC_KEYS = {
@@ -59,16 +63,18 @@ _SPEC_KEYS = {
 }  # fmt: skip
 
 
-def check_mixture_spec(spec: dict, names, where: str = "pretrain.mixture") -> None:
+def check_mixture_spec(spec: dict, names, where: str = "pretrain.mixture", stage: str | None = None) -> None:
     """Validate a mixture spec over the sources ``names``; ``where`` (``pretrain.mixture`` or ``sft.mixture``)
-    names the config key and decides which strategies and keys the stage offers (``STAGE_STRATEGIES``).
+    names the config key and, unless ``stage`` (``pretrain`` / ``sft``) is given, decides which strategies and
+    keys the stage offers (``STAGE_STRATEGIES``).
 
     Raises:
         ValueError: an unknown key, strategy (or one the stage cannot feed), init, distance or layers, a
             non-positive eval_interval / dev_examples / eval_batches, a negative eta, smoothing outside [0, 1],
             or a reference_loss naming an unknown source or missing one (the message names the key).
     """
-    stage = where.split(".")[0] if where.split(".")[0] in _SPEC_KEYS else "pretrain"
+    if stage is None:
+        stage = where.split(".")[0] if where.split(".")[0] in _SPEC_KEYS else "pretrain"
     keys = _SPEC_KEYS[stage]
     unknown = sorted(set(spec) - keys)
     if unknown:

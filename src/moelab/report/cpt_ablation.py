@@ -237,6 +237,15 @@ def plot_sampling_weights(
     _save(fig, out_png, out_pdf)
 
 
+def plot_message(text: str, out_png: Path, out_pdf: Path, title: str) -> None:
+    """A figure that only says why there is nothing to draw (the configured runs hold no data for it)."""
+    fig, ax = plt.subplots(figsize=(6, 2.5))
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center")
+    fig.suptitle(title)
+    _save(fig, out_png, out_pdf)
+
+
 def _save(fig, out_png: Path, out_pdf: Path) -> None:
     fig.tight_layout()
     Path(out_png).parent.mkdir(parents=True, exist_ok=True)

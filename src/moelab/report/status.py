@@ -3,7 +3,7 @@
 For every paper the registry (:data:`moelab.report.OUTPUTS`, :data:`moelab.report.PENDING`,
 :data:`moelab.report.TABLES`) lists its tables and figures; a table row of ours reads
 ``results/eval/<stage>/<paper>.json``, so a row is *built* when the workflow has that stage
-(``moelab.evaluate.plan.STAGES``). Published numbers are those checked in under
+(``moelab.evaluate.plan.STAGES``, and the MoE-SFT mixture runs ``sft_<run>`` of config.yaml). Published numbers are those checked in under
 ``moelab/report/published/<paper>.csv`` (:func:`moelab.report.load_published`).
 
 Regenerate README's section (between :data:`BEGIN` and :data:`END`) with ``make readme``, i.e.
@@ -24,10 +24,18 @@ BEGIN = "<!-- BEGIN status (generated: make readme; do not edit by hand) -->"
 END = "<!-- END status -->"
 
 
-def _built_stages() -> tuple[str, ...]:
+def _built_stages(config_path: str | Path = "config.yaml") -> tuple[str, ...]:
+    """The pipeline's stages (``moelab.evaluate.plan.STAGES``) and the MoE-SFT mixture runs of the demo config
+    (``sft_<run>``, rules/sft_mixture.smk) when ``config_path`` exists."""
+    import yaml
+
     from moelab.evaluate.plan import STAGES
 
-    return tuple(STAGES)
+    path = Path(config_path)
+    runs = (
+        (yaml.safe_load(path.read_text()).get("sft_mixture") or {}).get("runs") or {} if path.exists() else {}
+    )
+    return (*STAGES, *(f"sft_{run}" for run in runs))
 
 
 def _published(spec) -> tuple[str, int]:
@@ -85,7 +93,7 @@ def status_markdown(stages: Iterable[str] | None = None) -> str:
                 waiting.update(s.split("/")[0] for s in lack)
                 if have:
                     with_ours.add(paper)
-                status = "built" if not lack else "partly built" if have else "not built yet"
+                status = ("built" if not lack else "partly built" if have else "not built yet") + where
                 ours = " / ".join(
                     ", ".join(_stage_label(s, paper) for s in group) or "-" for group in (have, lack)
                 )

@@ -68,7 +68,7 @@ class PretrainSource:
             return
         losses = domain_losses(model, self.val_blocks, device)
         model.train()
-        if self.mixture.dynamic and 0 < step < self.steps:
+        if self.mixture.updates_at(step, self.steps):
             self.sampler.set_weights(
                 self.mixture.update({"step": step, "losses": losses, "reference": self.reference})
             )

@@ -32,9 +32,10 @@ class SFTSource(SamplerSource):
 
     With a ``mixture`` (``sft.mixture`` given) an evaluation round runs at step 0, every ``eval_interval``
     steps and after the last step: it measures each data set's dev loss (nats/token, assistant tokens) and, for
-    an MoE, its gate loads (:func:`gate_loads`); a dynamic mixture then updates the sampling weights (not at
-    step 0 nor after the last step). The reference-loss baseline (``sheared_llama``) takes the step-0 dev
-    losses, the starting model's, as its reference.
+    an MoE, its gate loads (:func:`gate_loads`); a dynamic mixture then updates the sampling weights where
+    ``mixture.updates_at`` says (inside the run; the gate-load static baseline only at step 0). The
+    reference-loss baseline (``sheared_llama``) takes the step-0 dev losses, the starting model's, as its
+    reference.
 
     Args:
         sampler: the training examples' sampler. mixture: a ``moelab.mixture`` strategy over the same data
@@ -74,7 +75,7 @@ class SFTSource(SamplerSource):
         model.train()
         if self.reference is None:
             self.reference = dict(losses)  # the starting model's dev loss (the reference-loss baseline)
-        if self.mixture.dynamic and 0 < step < self.steps:
+        if self.mixture.updates_at(step, self.steps):
             stats = {"step": step, "losses": losses, "reference": self.reference, "gate_loads": loads}
             self.sampler.set_weights(self.mixture.update(stats))
         self.rounds.append({"step": step, "losses": losses, "gate_loads": loads, "weights": self.weights})

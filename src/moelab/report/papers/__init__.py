@@ -33,10 +33,21 @@ TABLES: tuple[TableSpec, ...] = tuple(spec for module in _MODULES.values() for s
 
 
 def _build_outputs() -> dict[str, dict[str, Output]]:
-    """paper -> name -> :class:`Output`: TABLES, then EXTRA_OUTPUTS; rule, caption and heading defaults filled."""
+    """paper -> name -> :class:`Output`: TABLES (a name in the module's ``TABLE_TARGETS`` is kept out of ``all``
+    and built by that target), then EXTRA_OUTPUTS; rule, caption and heading defaults filled."""
     out: dict[str, dict[str, Output]] = {}
     for paper, module in _MODULES.items():
-        items = {spec.name: Output("table", spec.title, spec=spec) for spec in module.TABLES}
+        targets = getattr(module, "TABLE_TARGETS", {})
+        items = {
+            spec.name: Output(
+                "table",
+                spec.title,
+                spec=spec,
+                in_all=spec.name not in targets,
+                target=targets.get(spec.name, ""),
+            )
+            for spec in module.TABLES
+        }
         items.update(module.EXTRA_OUTPUTS)
         out[paper] = {
             name: replace(
