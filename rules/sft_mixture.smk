@@ -129,3 +129,30 @@ rule moe_sft_fig_sampling_weights:
 rule moe_sft_baselines:
     input:
         expand(f"{PAPERS_DIR}/moe_sft/table_baselines.{{ext}}", ext=("csv", "md")),
+
+
+rule moe_sft_fig_expert_load_dynamic:
+    input:
+        summaries=sft_run_files("summary.json", sft_dynamic_runs(SFT_MIXTURE.get("headline", []))[:1])[:1],
+    output:
+        png=report(
+            f"{PAPERS_DIR}/moe_sft/fig_expert_load_dynamic.png",
+            caption="../report/moe_sft_fig_expert_load_dynamic.rst",
+            category=PAPER_LABELS["moe_sft"],
+        ),
+        pdf=f"{PAPERS_DIR}/moe_sft/fig_expert_load_dynamic.pdf",
+    params:
+        title=heading("moe_sft", "fig_expert_load_dynamic"),
+        config={"sft_mixture": SFT_MIXTURE},
+    log:
+        "logs/report/moe_sft_fig_expert_load_dynamic.log",
+    benchmark:
+        "benchmarks/runs/report/moe_sft_fig_expert_load_dynamic.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        "../envs/report.yaml"
+    script:
+        "../scripts/report_sft_expert_load.py"

@@ -12,6 +12,7 @@ import yaml
 from moelab.config import ConfigError, check_config, sft_mixture_runs
 from moelab.mixture import make_mixture
 from moelab.mixture.moe_sft import GateLoadStatic, MoESFTDynamic
+from moelab.report.figures import plot_expert_load
 from moelab.report.noise import task_se
 from moelab.report.paper_table import Column, TableSpec
 from moelab.report.sft_mixture import (
@@ -19,6 +20,7 @@ from moelab.report.sft_mixture import (
     final_weight_note,
     merge_seeds,
     read_sft_run,
+    round_gate_load,
     seed_note,
 )
 
@@ -182,3 +184,27 @@ def test_final_weights_by_role(tmp_path):
         read_sft_run(bad)
     with pytest.raises(ValueError, match="seed<seed>/summary.json"):
         read_sft_run(tmp_path / "summary.json")
+
+
+def test_start_and_end_gate_load_figure(tmp_path):
+    run = read_sft_run(write_summary(tmp_path, "dynamic", 1227, dict.fromkeys(SETS, 0.25)))
+    run["gate_loads"][5] = {**LOADS, "math": [1, 3]}  # the last round: math moved to expert 1
+    load = round_gate_load(run)
+    assert sorted(set(load.layer)) == [0, 5] and len(load) == 2 * 4 * 2
+    assert load.groupby(["source", "layer"]).fraction.sum().eq(1).all()
+    end_math = load[(load.layer == 5) & (load.source == "math")].set_index("expert").fraction
+    assert list(end_math) == [0.25, 0.75]
+    drawn = plot_expert_load(
+        load,
+        None,
+        "sft_domain",
+        tmp_path / "f.png",
+        tmp_path / "f.pdf",
+        "t",
+        max_layers=2,
+        panel_title="step {layer}",
+    )
+    assert drawn == [0, 5] and (tmp_path / "f.png").stat().st_size > 0
+    run["gate_loads"] = {}
+    with pytest.raises(ValueError, match="no round with gate loads"):
+        round_gate_load(run)

@@ -149,7 +149,8 @@ def check_moe_sft_mixtures(wf: Path) -> None:
     final = pd.read_csv(wf / "results/papers/moe_sft/table_final_weights.csv")
     ours = final[final.row == "ours: dynamic, final weights"].set_index("column").ours.astype(float)
     assert ours.sum() == pytest.approx(100, abs=0.05) and ours["orca"] > 0
-    assert (wf / "results/papers/moe_sft/fig_sampling_weights.png").stat().st_size > 0
+    for fig in ("fig_sampling_weights", "fig_expert_load_dynamic"):
+        assert (wf / f"results/papers/moe_sft/{fig}.png").stat().st_size > 0
     assert not (wf / "results/papers/moe_sft/table_baselines.csv").exists()  # not in `all`
     snakemake("moe_sft_baselines", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=wf)
     table = pd.read_csv(wf / "results/papers/moe_sft/table_baselines.csv")

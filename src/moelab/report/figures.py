@@ -62,6 +62,7 @@ def plot_expert_load(
     out_pdf: Path,
     title: str,
     max_layers: int = 4,
+    panel_title: str = "layer {layer}",
 ) -> list[int]:
     """Expert-load heatmaps (rows = data sources, columns = experts, colour = fraction of the source's
     top-k routing slots) for up to ``max_layers`` layers, and the specialisation score by layer.
@@ -76,6 +77,8 @@ def plot_expert_load(
             (specialisation among the sources of that kind, e.g. mean pairwise JS distance) is drawn when
             present, else ``score``.
         kind: the ``kind`` to plot (``pretrain_domain`` or ``sft_domain``).
+        panel_title: each heatmap's title, formatted with its ``layer`` value (the start / end panels of
+            :func:`moelab.report.sft_mixture.round_gate_load` use the round's step).
     Returns: the layers drawn.
     Raises:
         ValueError: no rows of that kind, or a required column is missing (names the column).
@@ -95,7 +98,7 @@ def plot_expert_load(
     for i, (ax, layer) in enumerate(zip(axes[0], layers, strict=False)):
         grid = df[df["layer"] == layer].pivot_table(index="source", columns="expert", values="fraction")
         im = ax.imshow(grid.to_numpy(), aspect="auto", cmap="viridis", vmin=0.0, vmax=vmax)
-        ax.set_title(f"layer {layer}")
+        ax.set_title(panel_title.format(layer=layer))
         ax.set_xticks(range(grid.shape[1]), [str(e) for e in grid.columns])
         ax.set_yticks(range(grid.shape[0]), list(grid.index) if i == 0 else [])
         ax.set_xlabel("expert")

@@ -162,3 +162,35 @@ def final_weight_note(runs: Sequence[dict]) -> str:
         + "; ".join(parts)
         + "."
     )
+
+
+def round_gate_load(run: dict) -> pd.DataFrame:
+    """The gate loads of a mixture run's first and last evaluation rounds in the routing CSV's long format
+    (source, kind, layer, expert, tokens, fraction), with ``layer`` = the round's step, for
+    :func:`moelab.report.figures.plot_expert_load` (MoE-SFT's expert load per data set, start vs end).
+
+    ``fraction`` = a data set's count for the expert / its total count (the distribution l_i the redundancy is
+    computed from; with ``sft_mixture`` ``layers: all`` the experts of every MoE layer are concatenated).
+
+    Raises:
+        ValueError: the run has no round with gate loads (a dense model, or a run without rounds).
+    """
+    steps = sorted(run["gate_loads"])
+    if not steps:
+        raise ValueError(f"mixture run {run['run']} seed {run['seed']} has no round with gate loads")
+    rows = []
+    for step in (steps[0], steps[-1]):
+        for source, counts in sorted(run["gate_loads"][step].items()):
+            total = sum(counts) or 1
+            rows += [
+                {
+                    "source": source,
+                    "kind": "sft_domain",
+                    "layer": step,
+                    "expert": e,
+                    "tokens": c,
+                    "fraction": c / total,
+                }
+                for e, c in enumerate(counts)
+            ]
+    return pd.DataFrame(rows)
