@@ -121,7 +121,7 @@ def test_write_paper_table_csv_markdown_provenance(tmp_path):
     assert meta["config"] == {"k": 1} and meta["versions"]["python"] and meta["git_commit"]
 
 
-def test_layout_only_table_says_not_published_here(tmp_path):
+def test_moe_sft_main_table_published_beside_ours(tmp_path):
     spec = table_spec("moe_sft", "table_main")
     long = paper_table(
         spec,
@@ -129,13 +129,19 @@ def test_layout_only_table_says_not_published_here(tmp_path):
         {"sft_uniform/moe_sft": ev(arc_easy=0.5, arc_challenge=0.3, boolq=0.7)},
     )
     qa = cell(long, SFT_UNIFORM, "qa")
-    assert qa.ours == 50.0 and pd.isna(qa.published) and not bool(qa.verified)
+    assert qa.ours == 50.0 and qa.published == 60.85 and qa.delta == -10.85 and bool(qa.verified)
     assert cell(long, SFT_UNIFORM, "mmlu").ours == NOT_EVALUATED
     assert cell(long, "dynamic (gate-load redundancy)", "qa").ours == NOT_YET
     write_paper_table(spec, long, tmp_path / "t.csv", tmp_path / "t.md")
     text = (tmp_path / "t.md").read_text()
-    assert "| published (uniform) | not published here |" in text
+    assert (
+        "| ours: uniform | published (uniform) | 32.48 | 29.18 | 5.91 | 60.85 | 14.52 | 28.59 | 5.07 |"
+        in text
+    )
     assert "not judged (dynamic (gate-load redundancy): not reproduced yet)" in text
+    # the inverse-redundancy row: only GSM8K, MBPP and MT-Bench are published (Table 5)
+    inverse = paper_table(table_spec("moe_sft", "table_baselines"), load_published("moe_sft"), {})
+    assert cell(inverse, "inverse redundancy", "gsm8k").published == 5.84
 
 
 def test_moe_sft_repo_weights_land_in_their_cells(tmp_path):
@@ -155,9 +161,12 @@ def test_moe_sft_repo_weights_land_in_their_cells(tmp_path):
     assert cell(final, "paper: dynamic, MoLM-700M-4B", "sharegpt").published == 1.97
     write_paper_table(spec, long, tmp_path / "w.csv", tmp_path / "w.md")
     assert "86.72" in (tmp_path / "w.md").read_text()
-    # the main table stays layout only: no unread number is written
-    main = pub[pub.table == "main"]
-    assert main.value.isna().all() and not main.verified.astype(bool).any()
+    # the main table (NAACL 2025 Tables 1, 2 and 5): hand-checked cells; the inverse row has no MMLU
+    main = pub[pub.table == "main"].set_index(["model", "task"]).value
+    assert main["dynamic (gate-load redundancy)", "gsm8k"] == 11.90 and main["uniform", "average"] == 28.59
+    assert main["static (gate-load weights)", "mt_bench"] == 4.98 and pd.isna(
+        main["inverse redundancy", "mmlu"]
+    )
 
 
 def test_compression_retained_and_params():
