@@ -3,8 +3,6 @@
 # localhost (munged, slurmctld, slurmd; no systemd) and runs two phases in a copy of the workflow:
 #   smoke:  snakemake --profile profiles/slurm --profile profiles/slurm-ci --configfile config/smoke.yaml
 #           every job went through sbatch and completed; the evaluate jobs got a (fake) GPU through gres.
-#   smoke_tests: the smoke DAG's checks (tests/test_workflow.py::test_smoke_workflow_end_to_end, which then runs
-#           target moe_sft_baselines locally) on that Slurm-run workflow copy, so CI runs the smoke DAG once.
 #   resume: the smoke pretrain made long (300 steps, a checkpoint every 10) with a 1-minute Slurm time limit
 #           (job_resources) and --retries 2: Slurm kills the first attempt (TIMEOUT), Snakemake resubmits it
 #           with the limit grown x1.5 (2 min), the retry resumes from the last checkpoint and COMPLETES.
@@ -15,7 +13,7 @@
 #        MOELAB_SLURM_KEEP=1  keep the scratch folder (logs, workflow copy) after a successful run
 #        MOELAB_SLURM_PORT  slurmctld port; slurmd uses the next one (default 6817)
 #        MOELAB_PYTHON  the Python with snakemake + the Slurm plugin (default .venv/bin/python)
-#        MOELAB_SLURM_PHASES  which phases to run, in order (default "smoke smoke_tests resume")
+#        MOELAB_SLURM_PHASES  which phases to run, in order (default "smoke resume")
 # Meant for a disposable CI machine: while it runs, /etc/slurm/{slurm,gres}.conf are this test's.
 set -euo pipefail
 
@@ -23,7 +21,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${MOELAB_SLURM_DIR:-/tmp/moelab-slurm-ci}
 PORT=${MOELAB_SLURM_PORT:-6817}
 PY=${MOELAB_PYTHON:-$ROOT/.venv/bin/python}
-PHASES=${MOELAB_SLURM_PHASES:-smoke smoke_tests resume}
+PHASES=${MOELAB_SLURM_PHASES:-smoke resume}
 ETC=/etc/slurm
 MARK="# one-node test cluster of .ci/slurm.sh (removed when it exits)"
 WORKFLOW_FILES=(Snakefile config.yaml config rules scripts report profiles envs)
@@ -219,16 +217,6 @@ phase_smoke() { # the whole smoke DAG; every job through sbatch and COMPLETED, e
         --workdir "$WF" --gpu-rule evaluate --jobcomp-skip "$skip"
 }
 
-phase_smoke_tests() { # the local smoke test's checks on the workflow the smoke phase ran through Slurm
-    local t=$SECONDS
-    [[ -d $WF/results/papers ]] || die "phase smoke_tests needs phase smoke first (no results in $WF)"
-    say "pytest tests/test_workflow.py::test_smoke_workflow_end_to_end on $WF"
-    (cd "$ROOT" && MOELAB_SMOKE_WORKDIR=$WF "$PY" -m pytest -q -p no:cacheprovider \
-        tests/test_workflow.py::test_smoke_workflow_end_to_end) >"$WORK/log/smoke-tests.log" 2>&1 \
-        || { tail -n 60 "$WORK/log/smoke-tests.log"; die "smoke checks failed (log: $WORK/log/smoke-tests.log)"; }
-    say "smoke checks passed in $((SECONDS - t))s"
-}
-
 phase_resume() { # a training job killed at its Slurm time limit is resubmitted and resumes from its checkpoint
     local t=$SECONDS skip
     skip=$(jobcomp_lines)
@@ -250,11 +238,11 @@ EOF
         --jobcomp-skip "$skip"
 }
 
-[[ -n ${PHASES// /} ]] || die "MOELAB_SLURM_PHASES is empty (phases: smoke, smoke_tests, resume)"
+[[ -n ${PHASES// /} ]] || die "MOELAB_SLURM_PHASES is empty (phases: smoke, resume)"
 for phase in $PHASES; do
     case $phase in
-    smoke | smoke_tests | resume) "phase_$phase" ;;
-    *) die "unknown phase '$phase' in MOELAB_SLURM_PHASES (smoke, smoke_tests, resume)" ;;
+    smoke | resume) "phase_$phase" ;;
+    *) die "unknown phase '$phase' in MOELAB_SLURM_PHASES (smoke, resume)" ;;
     esac
 done
 say "all checks passed ($PHASES); total $((SECONDS - T0))s"
