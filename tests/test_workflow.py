@@ -76,8 +76,8 @@ def test_missing_model_file_fails_and_leaves_no_output(tmp_path):
 def test_smoke_workflow_end_to_end(tmp_path):
     """The smoke DAG (`all`), then every MoE-SFT mixture strategy (target moe_sft_baselines) in the same folder.
 
-    With MOELAB_SMOKE_WORKDIR set (CI: .ci/slurm.sh, whose smoke phase ran `all` through Slurm in that workflow
-    copy), the checks run on that folder instead of running the DAG a second time.
+    With MOELAB_SMOKE_WORKDIR set to a workflow copy whose smoke DAG already ran (e.g. the one .ci/slurm.sh's smoke
+    phase leaves with MOELAB_SLURM_KEEP=1), the checks run on that folder instead of running the DAG again.
     """
     done = os.environ.get("MOELAB_SMOKE_WORKDIR")
     wf = Path(done) if done else copy_workflow(tmp_path)
