@@ -147,7 +147,9 @@ EXTRA_OUTPUTS: dict[str, Output] = {
     "fig_expert_load_by_dataset": Output("figure", "Expert load per SFT data set per layer"),
     "fig_sampling_weights": Output("figure", "Sampling weight of each data set over steps (dynamic runs)"),
     "fig_expert_load_dynamic": Output(
-        "figure", "Expert load per SFT data set at the start and end of the dynamic run (the layer it reads)"
+        "figure",
+        "Expert load per SFT data set at the start and end of the dynamic run (the layer it reads)",
+        heading="MoE-SFT expert load per data set, start vs end",
     ),
 }
 # Tables of TABLES kept out of `all`, with the target that builds them: every strategy's runs are expensive.
