@@ -351,7 +351,7 @@ def write_fixture_results(wf: Path) -> None:
             {"code": 0.1, "explain": 0.5, "general": 0.2, "math": 0.2},
         ]
         rounds = [
-            {"step": s, "losses": dict.fromkeys(w, 1.0), "gate_loads": None, "weights": w}
+            {"step": s, "losses": dict.fromkeys(w, 1.0), "gate_loads": dict.fromkeys(w, [3, 1]), "weights": w}
             for s, w in zip((0, 5), weights, strict=True)
         ]
         path.write_text(json.dumps({"rounds": rounds, "final_weights": weights[-1]}))  # fmt: skip
