@@ -29,6 +29,7 @@ include: "rules/construct_ablation.smk"
 include: "rules/filter.smk"
 include: "rules/cpt_ablation.smk"
 include: "rules/sft_mixture.smk"
+include: "rules/post_training.smk"
 
 
 rule all:

@@ -3,6 +3,8 @@
 # localhost (munged, slurmctld, slurmd; no systemd) and runs two phases in a copy of the workflow:
 #   smoke:  snakemake --profile profiles/slurm --profile profiles/slurm-ci --configfile config/smoke.yaml
 #           every job went through sbatch and completed; the evaluate jobs got a (fake) GPU through gres.
+#   smoke_tests: tests/test_workflow.py::test_smoke_workflow_end_to_end on that folder (MOELAB_SMOKE_WORKDIR): its
+#           checks, then targets moe_sft_baselines and llama_moe_v2 locally in the same folder.
 #   resume: the smoke pretrain made long (300 steps, a checkpoint every 10) with a 1-minute Slurm time limit
 #           (job_resources) and --retries 2: Slurm kills the first attempt (TIMEOUT), Snakemake resubmits it
 #           with the limit grown x1.5 (2 min), the retry resumes from the last checkpoint and COMPLETES.
@@ -13,7 +15,7 @@
 #        MOELAB_SLURM_KEEP=1  keep the scratch folder (logs, workflow copy) after a successful run
 #        MOELAB_SLURM_PORT  slurmctld port; slurmd uses the next one (default 6817)
 #        MOELAB_PYTHON  the Python with snakemake + the Slurm plugin (default .venv/bin/python)
-#        MOELAB_SLURM_PHASES  which phases to run, in order (default "smoke resume")
+#        MOELAB_SLURM_PHASES  which phases to run, in order (default "smoke smoke_tests resume")
 # Meant for a disposable CI machine: while it runs, /etc/slurm/{slurm,gres}.conf are this test's.
 set -euo pipefail
 
@@ -21,7 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${MOELAB_SLURM_DIR:-/tmp/moelab-slurm-ci}
 PORT=${MOELAB_SLURM_PORT:-6817}
 PY=${MOELAB_PYTHON:-$ROOT/.venv/bin/python}
-PHASES=${MOELAB_SLURM_PHASES:-smoke resume}
+PHASES=${MOELAB_SLURM_PHASES:-smoke smoke_tests resume}
 ETC=/etc/slurm
 MARK="# one-node test cluster of .ci/slurm.sh (removed when it exits)"
 WORKFLOW_FILES=(Snakefile config.yaml config rules scripts report profiles envs)
@@ -217,6 +219,17 @@ phase_smoke() { # the whole smoke DAG; every job through sbatch and COMPLETED, e
         --workdir "$WF" --gpu-rule evaluate --jobcomp-skip "$skip"
 }
 
+phase_smoke_tests() { # the smoke workflow test on the folder the smoke phase built through Slurm: its checks,
+    # then its follow-on targets (moe_sft_baselines, llama_moe_v2) run locally in that folder (.ci/run deselects
+    # the test from `make test`, so CI builds the smoke DAG once)
+    local t=$SECONDS
+    [[ -f $WF/results/papers/llama_moe/table_main.csv ]] || die "smoke_tests needs the smoke phase first"
+    say "pytest tests/test_workflow.py::test_smoke_workflow_end_to_end on $WF"
+    (cd "$ROOT" && MOELAB_SMOKE_WORKDIR=$WF OMP_WAIT_POLICY=PASSIVE "$PY" -m pytest -q -p no:cacheprovider \
+        tests/test_workflow.py::test_smoke_workflow_end_to_end) || die "the smoke workflow test failed"
+    say "smoke workflow test done in $((SECONDS - t))s"
+}
+
 phase_resume() { # a training job killed at its Slurm time limit is resubmitted and resumes from its checkpoint
     local t=$SECONDS skip
     skip=$(jobcomp_lines)
@@ -238,11 +251,11 @@ EOF
         --jobcomp-skip "$skip"
 }
 
-[[ -n ${PHASES// /} ]] || die "MOELAB_SLURM_PHASES is empty (phases: smoke, resume)"
+[[ -n ${PHASES// /} ]] || die "MOELAB_SLURM_PHASES is empty (phases: smoke, smoke_tests, resume)"
 for phase in $PHASES; do
     case $phase in
-    smoke | resume) "phase_$phase" ;;
-    *) die "unknown phase '$phase' in MOELAB_SLURM_PHASES (smoke, resume)" ;;
+    smoke | smoke_tests | resume) "phase_$phase" ;;
+    *) die "unknown phase '$phase' in MOELAB_SLURM_PHASES (smoke, smoke_tests, resume)" ;;
     esac
 done
 say "all checks passed ($PHASES); total $((SECONDS - T0))s"

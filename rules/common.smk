@@ -4,7 +4,13 @@ from dataclasses import asdict
 
 import yaml
 
-from moelab.config import check_workflow_config, cpt_ablation_runs, sft_mixture_runs, train_section
+from moelab.config import (
+    check_workflow_config,
+    cpt_ablation_runs,
+    post_training_runs,
+    sft_mixture_runs,
+    train_section,
+)
 from moelab.evaluate.plan import STAGES, paper_plan, planned_tasks
 from moelab.resources import job_resources
 from moelab.train.config import LauncherConfig
@@ -220,3 +226,52 @@ def sft_dynamic_runs(runs):
     """The runs of `runs` whose mixture strategy changes the weights during training."""
     specs = SFT_MIXTURE.get("runs", {})
     return [r for r in runs if (specs[r] or {}).get("strategy", "static") not in ("static", "gate_load_static")]
+
+
+# LLaMA-MoE v2 post-training (rules/post_training.smk): run/seed<seed> -> its settings
+# (moelab.config.post_training_runs); a run's seeds are merged into results/eval/<run>/llama_moe_v2.json.
+POST_TRAINING = config.get("post_training", {})
+POST_RUNS = post_training_runs(config)
+POST_DIR = "results/post_training/{pt_run}/seed{seed}"
+POST_STAGES = sorted({r["run"] for r in POST_RUNS.values()})  # stages of the merged results
+
+
+def post_run(wildcards):
+    """The settings of run {pt_run}/seed{seed} (moelab.config.post_training_runs)."""
+    return POST_RUNS[f"{wildcards.pt_run}/seed{wildcards.seed}"]
+
+
+def post_stage_dir(key, stage):
+    """results/post_training/<run>/seed<seed>/<stage> of a POST_RUNS id."""
+    return f"results/post_training/{key}/{stage}"
+
+
+def post_final_files(name, runs):
+    """<name> in the last stage's folder of every trained seed of each run in `runs`."""
+    return [
+        f"{post_stage_dir(key, list(POST_RUNS[key]['stages'])[-1])}/{name}"
+        for key in POST_RUNS
+        if POST_RUNS[key]["run"] in runs
+    ]
+
+
+def post_run_files(name, runs):
+    """results/post_training/<run>/seed<seed>/<name> of every trained seed of each run in `runs`."""
+    return [f"results/post_training/{key}/{name}" for key in POST_RUNS if POST_RUNS[key]["run"] in runs]
+
+
+def post_stage_start(wildcards):
+    """The model stage {pt_stage} of run {pt_run}/seed{seed} starts from: the construction run's model, or the
+    run's previous stage's."""
+    run, key = post_run(wildcards), f"{wildcards.pt_run}/seed{wildcards.seed}"
+    stages = list(run["stages"])
+    i = stages.index(wildcards.pt_stage)
+    if i == 0:
+        return f"results/construct/{run['construct']}/model"
+    return f"{post_stage_dir(key, stages[i - 1])}/model"
+
+
+def post_final_model(wildcards):
+    """The model after the last stage of run {pt_run}/seed{seed}."""
+    key = f"{wildcards.pt_run}/seed{wildcards.seed}"
+    return f"{post_stage_dir(key, list(post_run(wildcards)['stages'])[-1])}/model"

@@ -124,7 +124,7 @@ for _paper in PAPERS:
         name:
             _paper
         input:
-            paper_targets(_paper),
+            paper_targets(_paper, own=True),
 
 
 rule papers:

@@ -40,8 +40,8 @@ def eval_input(source):
     """Evaluation result of a source key ``stage/paper``, or None when evaluate.stages does not score the
     stage on the paper or no rule can make it yet (the table then shows "not reproduced yet" in that row)."""
     stage, paper = source.split("/")
-    if (stage, paper) not in EVAL_TARGETS and stage not in SFT_MIX_STAGES:
-        return None  # evaluate.stages does not score this stage on the paper, nor is it an SFT mixture run
+    if (stage, paper) not in EVAL_TARGETS and stage not in SFT_MIX_STAGES and stage not in POST_STAGES:
+        return None  # evaluate.stages does not score it on the paper; not an SFT mixture or post-training run
     path = f"results/eval/{stage}/{paper}.json"
     return path if producible(path) else None
 
@@ -73,8 +73,9 @@ def figure_inputs_ready(paper, name):
     return all(producible(p) for p in expert_load_inputs(stage, with_spec).values())
 
 
-def paper_targets(*papers):
-    """Files of the papers' outputs that belong in `rule all` (not the construction ablation); a figure whose
+def paper_targets(*papers, own=False):
+    """Files of the papers' outputs that belong in `rule all` (not the construction ablation); with `own` (the
+    paper's own target rule) also those kept out of `all` whose target is the paper's name. A figure whose
     routing CSVs no rule can make yet is left out (with a warning) until the routing rule exists."""
 
     def targets(wildcards):
@@ -82,7 +83,7 @@ def paper_targets(*papers):
         for paper in papers:
             files.append(f"{PAPERS_DIR}/{paper}/index.md")
             for name, out in OUTPUTS[paper].items():
-                if not out.in_all:
+                if not out.in_all and not (own and out.target == paper):
                     continue
                 if not figure_inputs_ready(paper, name):
                     print(f"report: skipping {paper}/{name}: no rule makes its routing CSVs yet", file=sys.stderr)

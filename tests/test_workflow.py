@@ -74,7 +74,8 @@ def test_missing_model_file_fails_and_leaves_no_output(tmp_path):
 
 @pytest.mark.slow
 def test_smoke_workflow_end_to_end(tmp_path):
-    """The smoke DAG (`all`), then every MoE-SFT mixture strategy (target moe_sft_baselines) in the same folder.
+    """The smoke DAG (`all`), then every MoE-SFT mixture strategy (target moe_sft_baselines) and LLaMA-MoE v2's
+    post-training (target llama_moe_v2) in the same folder.
 
     With MOELAB_SMOKE_WORKDIR set to a workflow copy whose smoke DAG already ran (e.g. the one .ci/slurm.sh's smoke
     phase leaves with MOELAB_SLURM_KEEP=1), the checks run on that folder instead of running the DAG again.
@@ -84,6 +85,7 @@ def test_smoke_workflow_end_to_end(tmp_path):
     if not done:
         snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=wf)
     check_moe_sft_mixtures(wf)
+    check_post_training(wf)
     paper = wf / "results" / "papers" / "llama_moe"
     table = pd.read_csv(paper / "table_main.csv")
     assert set(table.ours_from.dropna()) == {
@@ -161,3 +163,33 @@ def check_moe_sft_mixtures(wf: Path) -> None:
     )  # trained on the dynamic run's weights
     cycle = json.loads((wf / "results/sft_mixture/sequential/seed1227/summary.json").read_text())
     assert [h["weights"]["code"] for h in cycle["weight_history"]] == [1.0, 0.0]  # a one-hot on code, rolled
+
+
+def check_post_training(wf: Path) -> None:
+    """`all` leaves LLaMA-MoE v2's tables out; target llama_moe_v2 post-trains the constructed MoEs (two-stage,
+    one-stage, 1+7top1) and fills table_post_training and the v2 main table's rows."""
+    v2 = wf / "results/papers/llama_moe_v2"
+    assert not (v2 / "table_main.csv").exists() and not (v2 / "table_post_training.csv").exists()
+    snakemake("llama_moe_v2", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=wf)
+    runs = wf / "results/post_training"
+    stage1 = json.loads((runs / "v2_post/seed1228/stage1/summary.json").read_text())
+    assert set(stage1["examples"]) == {"explain", "general"}  # the general stage reads only its data sets
+    stage2 = json.loads((runs / "v2_post/seed1228/stage2/summary.json").read_text())
+    assert stage2["final_weights"] == pytest.approx(
+        {"code": 0.4, "math": 0.4, "general": 0.1, "explain": 0.1}
+    )
+    assert [r["step"] for r in stage2["rounds"]] == [0, 2]
+    one = json.loads((runs / "v2_post_one_stage/seed1227/one_stage/summary.json").read_text())
+    # the step-weighted mix of the two stages (2 + 2 steps on the smoke config)
+    assert one["final_weights"] == pytest.approx({"code": 0.2, "math": 0.2, "general": 0.3, "explain": 0.3})
+    assert not (runs / "v2_post/seed1227/stage1/model").exists()  # temp: removed once stage 2 has read it
+    merged = json.loads((wf / "results/eval/v2_post/llama_moe_v2.json").read_text())
+    assert merged["seeds"] == [1227, 1228]
+    table = pd.read_csv(v2 / "table_post_training.csv").set_index("run")
+    assert list(table.index) == ["v2_post", "v2_post_one_stage", "v2_shared"]
+    assert list(table.seeds) == [2, 2, 1] and table.loss_avg.notna().all()
+    assert (
+        "Our outcome, v2_post vs v2_post_one_stage: dev loss" in (v2 / "table_post_training.md").read_text()
+    )
+    main = pd.read_csv(v2 / "table_main.csv")
+    assert {"v2_post/llama_moe_v2", "v2_shared/llama_moe_v2"} <= set(main.ours_from.dropna())

@@ -58,6 +58,7 @@ def check_config(cfg: dict) -> None:
     check_launcher(cfg)
     cpt_ablation_runs(cfg)
     sft_mixture_runs(cfg)
+    post_training_runs(cfg)
     m = cfg["model"]
     needed = {"gguf": ("gguf_package", "gguf_file"), "pretrained": ("pretrained",), "tiny": ("tiny",)}[
         m["source"]
@@ -316,6 +317,102 @@ def sft_mixture_runs(cfg: dict) -> dict[str, dict]:
                 "seed": seed,
                 "weights_from": None if source is None else f"{source}/seed{first}",
                 "train": {"steps": a.get("steps", cfg["sft"]["steps"]), "mixture": mixture},
+            }
+    return out
+
+
+POST_TRAINING_SCHEDULES = ("two_stage", "one_stage")
+_POST_ROUND_KEYS = ("eval_interval", "eval_batches", "dev_examples")
+
+
+def _stage_weights(section: dict, key: str, domains) -> dict[str, float]:
+    """``post_training.<key>.domain_weights`` over ``domains``, normalised to sum 1 (absent = 0).
+
+    Raises: ConfigError: a weight naming an unknown data set, or weights summing to 0 (names the key).
+    """
+    given = (section.get(key) or {}).get("domain_weights") or {}
+    unknown = [d for d, w in given.items() if d not in domains and w != 0]
+    if unknown:
+        raise ConfigError(
+            f"post_training.{key}.domain_weights names {unknown}, not in data.sft_domains {list(domains)}"
+        )
+    total = sum(float(given.get(d, 0.0)) for d in domains)
+    if not total > 0:
+        raise ConfigError(f"post_training.{key}.domain_weights: no data set with a weight above 0")
+    return {d: float(given.get(d, 0.0)) / total for d in domains}
+
+
+def post_training_runs(cfg: dict) -> dict[str, dict]:
+    """Every run of LLaMA-MoE v2's post-training at demo scale: ``"<run>/seed<seed>"`` -> its settings.
+
+    Each run of ``post_training.table`` (the rows of table_post_training) and ``headline`` instruction-tunes the model of a construction run
+    (``construct_ablation``: :func:`ablation_runs`) right after construction, with the ``sft:`` settings
+    (LLaMA-MoE v2, arXiv 2411.15708, sec. 3: no continual pre-training). Schedules:
+
+    - ``two_stage``: ``stage1.steps`` steps on ``stage1.domain_weights`` (general instruction data), then
+      ``stage2.steps`` more on ``stage2.domain_weights`` (the math/code emphasis), each stage with its own
+      warm-up and cosine decay, as v2 trains each stage.
+    - ``one_stage``: the comparison at equal budget: one run of ``stage1.steps + stage2.steps`` steps on the
+      step-weighted mean of the two stages' normalised weights, w = (s1 w1 + s2 w2) / (s1 + s2), so each data set
+      is drawn as often in expectation as in the two-stage run; only the order differs.
+
+    Every stage holds out the same ``dev_examples`` per data set it reads and scores their dev loss every
+    ``eval_interval`` steps (a static ``sft.mixture``). Seeds: :func:`run_seeds` (``headline`` runs: every seed).
+
+    Returns:
+        id -> {"run", "seed", "construct": the construction run, "schedule", "stages": stage name -> overrides
+        of the sft section (steps, domain_weights, mixture)}; stage names stage1, stage2 (two_stage) or
+        one_stage, in training order.
+
+    Raises:
+        ConfigError: a headline or table list naming an unknown run, an unknown run key or schedule, ``construct`` naming no
+            construction run, stage weights naming an unknown data set or summing to 0, a stage without steps
+            (names the key).
+    """
+    a = cfg.get("post_training") or {}
+    runs = _check_run_lists(a, "post_training", ("table",))
+    wanted = [r for r in runs if r in {*a.get("table", []), *a.get("headline", [])}]
+    if not wanted:
+        return {}
+    domains = cfg["data"]["sft_domains"]
+    constructions = ablation_runs(cfg)
+    steps = {}
+    for key in ("stage1", "stage2"):
+        n = (a.get(key) or {}).get("steps")
+        if not isinstance(n, int) or n < 1:
+            raise ConfigError(f"post_training.{key}.steps must be a positive integer, got {n!r}")
+        steps[key] = n
+    w1, w2 = _stage_weights(a, "stage1", domains), _stage_weights(a, "stage2", domains)
+    total = steps["stage1"] + steps["stage2"]
+    mixed = {d: (steps["stage1"] * w1[d] + steps["stage2"] * w2[d]) / total for d in domains}
+    mixture = {"strategy": "static", "init": "weights", **{k: a[k] for k in _POST_ROUND_KEYS if k in a}}
+    schedules = {
+        "two_stage": {
+            "stage1": {"steps": steps["stage1"], "domain_weights": w1, "mixture": mixture},
+            "stage2": {"steps": steps["stage2"], "domain_weights": w2, "mixture": mixture},
+        },
+        "one_stage": {"one_stage": {"steps": total, "domain_weights": mixed, "mixture": mixture}},
+    }
+    out: dict[str, dict] = {}
+    for name in wanted:
+        spec, where = runs[name] or {}, f"post_training.runs.{name}"
+        if set(spec) - {"construct", "schedule"}:
+            raise ConfigError(f"{where}: unknown key {sorted(set(spec) - {'construct', 'schedule'})[0]!r}")
+        if spec.get("construct") not in constructions:
+            raise ConfigError(
+                f"{where}.construct={spec.get('construct')!r} is not a construction run "
+                f"(construct_ablation methods and variants: {sorted(constructions)})"
+            )
+        schedule = spec.get("schedule", "two_stage")
+        if schedule not in POST_TRAINING_SCHEDULES:
+            raise ConfigError(f"{where}.schedule={schedule!r}; one of {list(POST_TRAINING_SCHEDULES)}")
+        for seed in run_seeds(cfg, "post_training", name):
+            out[f"{name}/seed{seed}"] = {
+                "run": name,
+                "seed": seed,
+                "construct": spec["construct"],
+                "schedule": schedule,
+                "stages": schedules[schedule],
             }
     return out
 

@@ -184,6 +184,8 @@ VARIANT_KEYS = (
     "num_shared_experts",
     "score_scale_factor",
     "router_init",
+    "router_type",
+    "gate_network",
     "mlp_moe",
     "attention_top_k",
     "attention_expert_split",
@@ -198,8 +200,9 @@ def construct_variant(dense, tokenizer, spec: dict, *, seed: int, **kwargs) -> C
     Args:
         dense, tokenizer: as `construct_moe`.
         spec: the variant; keys in VARIANT_KEYS. MLP part (if "mlp_moe", default True): "method" (default
-            "random"), "num_experts", "top_k", "num_shared_experts", "score_scale_factor", "router_init", as
-            `construct_moe`. Attention part (if "attention_top_k" is given): experts = KV groups x
+            "random"), "num_experts", "top_k", "num_shared_experts", "score_scale_factor", "router_init",
+            "router_type", "gate_network" (over the config's ``construct:`` router; LLaMA-MoE v2 routes
+            softmax -> top-k -> renormalise with a linear gate), as `construct_moe`. Attention part (if "attention_top_k" is given): experts = KV groups x
             "attention_expert_split" (default 1), "attention_score_scale_factor" (None = E_a / top_k); see
             `attention_moe_from_dense`.
         seed: every random choice.
@@ -223,7 +226,15 @@ def construct_variant(dense, tokenizer, spec: dict, *, seed: int, **kwargs) -> C
             if key not in spec:
                 raise ValueError(f"construction variant with mlp_moe needs {key!r}")
         mlp_args = {
-            k: spec[k] for k in ("num_shared_experts", "score_scale_factor", "router_init") if k in spec
+            k: spec[k]
+            for k in (
+                "num_shared_experts",
+                "score_scale_factor",
+                "router_init",
+                "router_type",
+                "gate_network",
+            )
+            if k in spec
         }
         built = construct_moe(
             dense,

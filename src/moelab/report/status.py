@@ -25,17 +25,18 @@ END = "<!-- END status -->"
 
 
 def _built_stages(config_path: str | Path = "config.yaml") -> tuple[str, ...]:
-    """The pipeline's stages (``moelab.evaluate.plan.STAGES``) and the MoE-SFT mixture runs of the demo config
-    (``sft_<run>``, rules/sft_mixture.smk) when ``config_path`` exists."""
+    """The pipeline's stages (``moelab.evaluate.plan.STAGES``), the MoE-SFT mixture runs (``sft_<run>``,
+    rules/sft_mixture.smk) and the post-training runs (``<run>``, rules/post_training.smk) of the demo config
+    when ``config_path`` exists."""
     import yaml
 
     from moelab.evaluate.plan import STAGES
 
     path = Path(config_path)
-    runs = (
-        (yaml.safe_load(path.read_text()).get("sft_mixture") or {}).get("runs") or {} if path.exists() else {}
-    )
-    return (*STAGES, *(f"sft_{run}" for run in runs))
+    cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
+    runs = (cfg.get("sft_mixture") or {}).get("runs") or {}
+    post = (cfg.get("post_training") or {}).get("table") or []
+    return (*STAGES, *(f"sft_{run}" for run in runs), *post)
 
 
 def _published(spec) -> tuple[str, int]:
