@@ -216,6 +216,17 @@ def sft_run_files(name, runs):
     return [f"results/sft_mixture/{key}/{name}" for key in SFT_RUNS if SFT_RUNS[key]["run"] in runs]
 
 
+def seed_peers(runs, run, pattern):
+    """The merged results a one-seed run `run` of `runs` (id -> {"run", ...}) borrows its seed spread from:
+    `pattern` (with {run}) of each run trained with several seeds; none for a run with several seeds itself."""
+    counts = {}
+    for r in runs.values():
+        counts[r["run"]] = counts.get(r["run"], 0) + 1
+    if counts.get(run, 0) > 1:
+        return []
+    return [pattern.format(run=r) for r, n in counts.items() if n > 1]
+
+
 def sft_weights_input(wildcards):
     """{"final_weights": the summary of the run whose final weights {sft_run} trains with} (weights_from), or {}."""
     source = sft_run(wildcards)["weights_from"]

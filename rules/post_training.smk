@@ -79,7 +79,8 @@ use rule evaluate as post_train_eval with:
 
 use rule sft_mixture_seeds as post_train_seeds with:
     input:
-        lambda wc: post_run_files(f"{wc.paper}.json", [wc.pt_run]),
+        seeds=lambda wc: post_run_files(f"{wc.paper}.json", [wc.pt_run]),
+        peers=lambda wc: seed_peers(POST_RUNS, wc.pt_run, "results/eval/{run}/%s.json" % wc.paper),
     output:
         "results/eval/{pt_run}/{paper}.json",
     params:

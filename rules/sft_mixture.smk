@@ -78,7 +78,9 @@ use rule evaluate as sft_mixture_eval with:
 
 rule sft_mixture_seeds:
     input:
-        lambda wc: sft_run_files(f"{wc.paper}.json", [wc.sft_run]),
+        seeds=lambda wc: sft_run_files(f"{wc.paper}.json", [wc.sft_run]),
+        # a one-seed baseline borrows the headline runs' seed spread (its verdicts then count training noise)
+        peers=lambda wc: seed_peers(SFT_RUNS, wc.sft_run, "results/eval/sft_{run}/%s.json" % wc.paper),
     output:
         "results/eval/sft_{sft_run}/{paper}.json",
     params:

@@ -132,6 +132,14 @@ def test_merge_seeds_by_hand():
     # one seed: its own se, no spread
     single = merge_seeds([a], [1227])
     assert task_se(single, "boolq") == pytest.approx(se_eval) and single["seed_sd"]["boolq"] is None
+    # one seed beside a multi-seed peer: it borrows the peer's seed sd, sqrt(se^2 + sd^2 / 1)
+    lent = merge_seeds([a], [1227], peers=[merged])
+    assert (
+        lent["borrowed_seed_sd"] == {"boolq": pytest.approx(sd), "mbpp": 0.0}
+        and lent["seed_sd"]["boolq"] is None
+    )
+    assert task_se(lent, "boolq") == pytest.approx(math.sqrt(se_eval**2 + sd**2))
+    assert merge_seeds([a, b], [1227, 1228], peers=[lent]) == merged  # a multi-seed run keeps its own spread
     spec = TableSpec(
         "p", "t", "T", "main", columns=(Column("boolq"), Column("g", tasks=("boolq", "mbpp"))), rows=()
     )

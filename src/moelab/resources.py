@@ -427,18 +427,34 @@ def job_resources(cfg: dict, rule: str, attempt: int = 1, wildcards: dict | None
     }
 
 
+def evaluations_in_all(ev: dict) -> list[tuple[str, str]]:
+    """The configured (stage, paper) evaluations that a table of `all` reads: a paper table kept out of `all`
+    (LLaMA-MoE v2's main table, built by target llama_moe_v2) does not pull its evaluations into `all`."""
+    from moelab.evaluate.plan import evaluation_targets  # torch-free
+    from moelab.report.papers import OUTPUTS
+
+    read = {
+        source
+        for outputs in OUTPUTS.values()
+        for out in outputs.values()
+        if out.in_all and out.spec is not None
+        for source in out.spec.sources()
+    }
+    return [(s, p) for s, p in evaluation_targets(ev) if f"{s}/{p}" in read]
+
+
 def dag_jobs(cfg: dict) -> list[tuple[str, dict]]:
     """The sized jobs of the default target (`all`) as (rule, wildcards), derived from the config the way the
     rules' inputs are (tests/test_resources.py checks the counts against `snakemake -n`)."""
-    from moelab.evaluate.plan import evaluation_targets, planned_tasks  # torch-free
-
     d, ev = cfg["data"], cfg["evaluate"]
+    evals = evaluations_in_all(ev)
     jobs = [("download_model", {})]
     jobs += [("download_pretrain_data", {"domain": x}) for x in d["pretrain_domains"]]
     jobs += [("download_sft_data", {"domain": x}) for x in d["sft_domains"]]
     if ev["suite"] == "local":
-        jobs += [("download_eval_data", {"task": t}) for t in planned_tasks(ev)]
-    stages = {s for s, _ in evaluation_targets(ev)} | set(cfg["routing"]["stages"])
+        tasks = dict.fromkeys(t for _, p in evals for t in ev["papers"][p])
+        jobs += [("download_eval_data", {"task": t}) for t in tasks]
+    stages = {s for s, _ in evals} | set(cfg["routing"]["stages"])
     for base, section in (("sft_base", "sft"), ("compress_base", "compress")):
         if cfg[section].get("base_model"):
             jobs.append(("download_base_model", {"base": base}))
@@ -452,7 +468,7 @@ def dag_jobs(cfg: dict) -> list[tuple[str, dict]]:
     if cfg["sft"].get("stage1"):
         jobs.append(("sft_stage1", {}))
     jobs += [("sft", {}), ("compress", {})]
-    jobs += [("evaluate", {"stage": s, "paper": p}) for s, p in evaluation_targets(ev)]
+    jobs += [("evaluate", {"stage": s, "paper": p}) for s, p in evals]
     headline = set((cfg.get("sft_mixture") or {}).get("headline") or ())  # table_main's runs, every seed
     for run in sft_mixture_runs(cfg).values():
         if run["run"] in headline:

@@ -19,18 +19,21 @@ from moelab.report.cpt_ablation import mean_sd
 from moelab.report.noise import task_se
 
 
-def merge_seeds(results: Sequence[Mapping], seeds: Sequence[int]) -> dict:
+def merge_seeds(results: Sequence[Mapping], seeds: Sequence[int], peers: Sequence[Mapping] = ()) -> dict:
     """One evaluation result from the per-seed results of one run (same tasks, shots and examples).
 
     ``primary[t]`` = mean over seeds; its standard error (``tasks[t]["primary_stderr"]``) is
     sqrt(se_eval^2 + sd^2 / k): se_eval = the largest per-seed evaluation SE (every seed is scored on the same
-    examples, so that sampling error does not average out), sd = the sample standard deviation over the k seeds
-    (0 for one seed). ``seed_sd[t]`` and ``per_seed[seed][t]`` keep the spread; ``average`` is the mean of the
-    seeds' averages.
+    examples, so that sampling error does not average out), sd = the sample standard deviation over the k seeds.
+    A single-seed run has no sd of its own: it borrows the largest ``seed_sd[t]`` of ``peers`` (merged runs of
+    the same stage trained with several seeds: the recipe's run-to-run noise), kept in ``borrowed_seed_sd``;
+    without peers its sd counts as 0. ``seed_sd[t]`` (own, None for one seed) and ``per_seed[seed][t]`` keep the
+    spread; ``average`` is the mean of the seeds' averages.
 
     Args:
-        results: ``results/.../<run>/seed<seed>/moe_sft.json`` records (rule evaluate's format).
+        results: ``results/.../<run>/seed<seed>/<paper>.json`` records (rule evaluate's format).
         seeds: the training seed of each record, same order.
+        peers: merged results of multi-seed runs (this function's output) whose seed sd a one-seed run borrows.
 
     Raises:
         ValueError: no result, a seed count that differs from the results, or results over different tasks.
@@ -43,11 +46,20 @@ def merge_seeds(results: Sequence[Mapping], seeds: Sequence[int]) -> dict:
             raise ValueError(
                 f"merge_seeds: seed {seed} scored tasks {list(res['primary'])}, seed {seeds[0]} {tasks}"
             )
-    primary, seed_sd, task_stats = {}, {}, {}
+    primary, seed_sd, borrowed, task_stats = {}, {}, {}, {}
     for t in tasks:
         mean, sd = mean_sd([r["primary"][t] for r in results])
+        if sd is None:
+            lent = [p["seed_sd"][t] for p in peers if (p.get("seed_sd") or {}).get(t) is not None]
+            if lent:
+                borrowed[t] = max(lent)
+        spread = sd if sd is not None else borrowed.get(t)
         ses = [s for s in (task_se(r, t) for r in results) if s is not None]
-        se = math.sqrt(max(ses, default=0.0) ** 2 + (sd or 0.0) ** 2 / len(results)) if ses or sd else None
+        se = (
+            math.sqrt(max(ses, default=0.0) ** 2 + (spread or 0.0) ** 2 / len(results))
+            if ses or spread
+            else None
+        )
         first = (results[0].get("tasks") or {}).get(t) or {}
         primary[t], seed_sd[t] = mean, sd
         task_stats[t] = {"primary": mean, "primary_stderr": se, "n": first.get("n")}
@@ -66,6 +78,7 @@ def merge_seeds(results: Sequence[Mapping], seeds: Sequence[int]) -> dict:
         "tasks": task_stats,
         "seeds": [int(s) for s in seeds],
         "seed_sd": seed_sd,
+        **({"borrowed_seed_sd": borrowed} if borrowed else {}),
         "per_seed": {str(s): dict(r["primary"]) for s, r in zip(seeds, results, strict=True)},
     }
 
@@ -93,7 +106,8 @@ def seed_note(spec, ours: Mapping[str, Mapping | None]) -> str | None:
         return None
     return (
         "Seeds: rows trained with several seeds show the mean; their standard errors add the seed spread to the "
-        "evaluation sample's (sqrt(se^2 + sd^2/k)). " + "; ".join(parts) + "."
+        "evaluation sample's (sqrt(se^2 + sd^2/k)); a row trained with one seed adds the largest seed sd of those "
+        "rows (the same recipe's run-to-run noise). " + "; ".join(parts) + "."
     )
 
 
