@@ -12,6 +12,7 @@ from moelab.config import (
     train_section,
 )
 from moelab.evaluate.plan import STAGES, paper_plan, planned_tasks
+from moelab.mixture.strategies import STRATEGIES
 from moelab.resources import job_resources
 from moelab.train.config import LauncherConfig
 
@@ -236,7 +237,8 @@ def sft_weights_input(wildcards):
 def sft_dynamic_runs(runs):
     """The runs of `runs` whose mixture strategy changes the weights during training."""
     specs = SFT_MIXTURE.get("runs", {})
-    return [r for r in runs if (specs[r] or {}).get("strategy", "static") not in ("static", "gate_load_static")]
+    changing = [s for s, cls in STRATEGIES.items() if cls.dynamic and not cls.held_after_start]
+    return [r for r in runs if (specs[r] or {}).get("strategy", "static") in changing]
 
 
 # LLaMA-MoE v2 post-training (rules/post_training.smk): run/seed<seed> -> its settings

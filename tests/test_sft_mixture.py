@@ -107,6 +107,8 @@ def test_gate_load_static_updates_once_at_the_start():
     assert [dyn.updates_at(s, 20) for s in (0, 5, 20)] == [False, True, False]
     made = make_mixture({"strategy": "gate_load_static", "eta": 2.0}, uniform, where="sft.mixture")
     assert isinstance(made, GateLoadStatic) and made.eta == 2.0
+    # held after its start update: not a run whose weights change (fig_sampling_weights), unlike moe_sft
+    assert made.dynamic and made.held_after_start and not dyn.held_after_start
 
 
 def result(primary, n=20):

@@ -141,6 +141,7 @@ class GateLoadStatic(MoESFTDynamic):
     starting model's gate loads (the evaluation round at step 0), then static for the rest of the run."""
 
     strategy = "gate_load_static"
+    held_after_start = True
 
     def updates_at(self, step: int, steps: int) -> bool:
         return step == 0 and len(self.history) == 1
