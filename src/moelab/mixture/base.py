@@ -52,7 +52,7 @@ class Mixture:
 
     strategy = "static"
     dynamic = False
-    held_after_start = False  # a dynamic update at the start only, then static (the gate-load static baseline)
+    held_after_start = False  # one dynamic update at the start, then static (gate-load static)
     needs: tuple[str, ...] = ()  # the round_stats entries a dynamic update reads, each covering every source
 
     def __init__(self, names, weights: dict[str, float]):
