@@ -152,43 +152,14 @@ SPECS = {
 
 
 def test_table_means_seed_spread_and_verdicts(tmp_path):
-    seeds = [
-        read_post_run(
-            *_record(tmp_path, "v2_post", 1, {"code": 1.0, "math": 2.0}, {"boolq": 0.5, "piqa": 0.6})
-        ),
-        read_post_run(
-            *_record(tmp_path, "v2_post", 2, {"code": 1.2, "math": 2.2}, {"boolq": 0.5, "piqa": 0.7})
-        ),
-        read_post_run(
-            *_record(
-                tmp_path,
-                "v2_post_one_stage",
-                1,
-                {"code": 2.0, "math": 3.0},
-                {"boolq": 0.5, "piqa": 0.6},
-                stage="one_stage",
-            )  # fmt: skip
-        ),
-        read_post_run(
-            *_record(
-                tmp_path,
-                "v2_post_one_stage",
-                2,
-                {"code": 2.2, "math": 3.2},
-                {"boolq": 0.5, "piqa": 0.6},
-                stage="one_stage",
-            )  # fmt: skip
-        ),
-        read_post_run(
-            *_record(
-                tmp_path,
-                "v2_shared",
-                1,
-                {"code": 1.5, "math": 2.5, "general": 9.0},
-                {"boolq": 0.4, "piqa": 0.4},
-            )
-        ),  # fmt: skip
+    made = [  # run, seed, last stage, dev losses, task scores
+        ("v2_post", 1, "stage2", {"code": 1.0, "math": 2.0}, {"boolq": 0.5, "piqa": 0.6}),
+        ("v2_post", 2, "stage2", {"code": 1.2, "math": 2.2}, {"boolq": 0.5, "piqa": 0.7}),
+        ("v2_post_one_stage", 1, "one_stage", {"code": 2.0, "math": 3.0}, {"boolq": 0.5, "piqa": 0.6}),
+        ("v2_post_one_stage", 2, "one_stage", {"code": 2.2, "math": 3.2}, {"boolq": 0.5, "piqa": 0.6}),
+        ("v2_shared", 1, "stage2", {"code": 1.5, "math": 2.5, "general": 9.0}, {"boolq": 0.4, "piqa": 0.4}),
     ]
+    seeds = [read_post_run(*_record(tmp_path, r, k, loss, prim, stage=st)) for r, k, st, loss, prim in made]
     df = post_training_table(list(SPECS), SPECS, seeds)
     row = df.set_index("run").loc["v2_post"]
     # loss_general is not scored by every run: only the common sets count
