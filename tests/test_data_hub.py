@@ -214,6 +214,12 @@ def test_download_rules_take_the_hub_path(slimpajama, tmp_path):
             if "domain_weights" in run
         }
     }
+    # so do LLaMA-MoE v2's post-training stages (its weights name the demo's instruction data sets)
+    post = yaml.safe_load((wf / "config.yaml").read_text())["post_training"]
+    cfg["post_training"] = {
+        stage: {"domain_weights": {**{d: 0 for d in post[stage]["domain_weights"]}, "chat": 1}}
+        for stage in ("stage1", "stage2")
+    }
     (wf / "hub.yaml").write_text(json.dumps(cfg))
     targets = ["resources/data/pretrain/c4.jsonl", "resources/data/sft/chat.jsonl", "resources/models/dense"]
     proc = subprocess.run(
