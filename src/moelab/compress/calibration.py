@@ -136,3 +136,79 @@ def expert_linear_inputs(experts, routed: RoutedInputs, expert: int) -> dict[str
     up = experts.up_proj[rows].float()
     hidden = experts.act_fn(x @ gate.T) * (x @ up.T)
     return {"gate_proj": x, "up_proj": x, "down_proj": hidden}
+
+
+@torch.no_grad()
+def shared_linear_inputs(shared, routed: RoutedInputs) -> dict[str, torch.Tensor]:
+    """The inputs of the shared experts' three linear maps: every calibration token (they are always on).
+
+    Args:
+        shared: the layer's ``LlamaMoESharedExperts`` (one SwiGLU FFN of width I_sh = sum of shared sizes).
+        routed: that layer's :class:`RoutedInputs`.
+    Returns:
+        {"gate_proj": x [N, H], "up_proj": x [N, H], "down_proj": act(x G^T) * (x U^T) [N, I_sh]}, float32.
+    """
+    x = routed.x
+    hidden = shared.act_fn(x @ shared.gate_proj.weight.float().T) * (x @ shared.up_proj.weight.float().T)
+    return {"gate_proj": x, "up_proj": x, "down_proj": hidden}
+
+
+class ExpertLinear(NamedTuple):
+    """One linear map inside an expert, with its calibration input (see :func:`expert_linears`).
+
+    layer:  decoder layer index.
+    expert: routed expert id e, or "shared" for the layer's shared experts (one FFN).
+    name:   "gate_proj", "up_proj" or "down_proj".
+    weight: [out, in] view into the model parameter (as ``nn.Linear`` stores it): routed gate/up are rows
+            ``expert_slice(e)`` of the concatenated [I_tot, H] parameters ([I_e, H]), routed down is columns
+            ``expert_slice(e)`` of [H, I_tot] ([H, I_e]). Writing into it (``weight.copy_``) edits the model.
+    inputs: [N_e, in] float32, the map's input on the tokens that reach it (N_e may be 0 for a routed expert).
+    """
+
+    layer: int
+    expert: int | str
+    name: str
+    weight: torch.Tensor
+    inputs: torch.Tensor
+
+
+LINEAR_NAMES = ("gate_proj", "up_proj", "down_proj")
+
+
+def expert_weights(block):
+    """Yield (expert, name, weight) for every linear weight of every expert of one MoE block, no calibration.
+
+    expert: routed id e or "shared"; name: "gate_proj" / "up_proj" / "down_proj"; weight: the [out, in] view
+    into the parameter described in :class:`ExpertLinear`. Order as :func:`expert_linears`.
+    """
+    experts = block.experts
+    for e in range(experts.num_experts):
+        rows = experts.expert_slice(e)
+        yield e, "gate_proj", experts.gate_proj.data[rows]
+        yield e, "up_proj", experts.up_proj.data[rows]
+        yield e, "down_proj", experts.down_proj.data[:, rows]
+    shared = getattr(block, "shared_experts", None)
+    if shared is not None:
+        for name in LINEAR_NAMES:
+            yield "shared", name, getattr(shared, name).weight.data
+
+
+@torch.no_grad()
+def expert_linears(block, routed: RoutedInputs, layer: int):
+    """Yield an :class:`ExpertLinear` for every linear weight of every expert of one MoE block.
+
+    Order: routed experts 0..E-1 (gate, up, down each), then the shared experts if the block has them.
+    All three inputs of an expert are computed before its first map is yielded, so a caller that rewrites
+    ``weight`` in place (pruning, quantisation) still gets the uncompressed expert's down_proj input
+    (one-shot, as the module docstring). The router, attention and norms are never yielded.
+    gate_proj and up_proj of one expert share the same ``inputs`` tensor object (reduce it once).
+    """
+    inputs, current = {}, None
+    for expert, name, weight in expert_weights(block):
+        if expert != current:
+            current = expert
+            if expert == "shared":
+                inputs = shared_linear_inputs(block.shared_experts, routed)
+            else:
+                inputs = expert_linear_inputs(block.experts, routed, expert)
+        yield ExpertLinear(layer, expert, name, weight, inputs[name])
