@@ -297,6 +297,10 @@ def prune_experts(
         layers: MoE layer indices to prune (default: all). layers_per_pass: layers captured per calibration
             pass (default: all in one pass; smaller bounds memory, statistics are reduced after each pass).
         block_size, damp: SparseGPT's (paper: 128, 0.01).
+    Memory: the reduced statistics of every pruned layer are held until pruning starts (one-shot): Wanda
+    [in] per linear, SparseGPT X^T X per expert ([H, H] shared by gate/up, [I_e, I_e] for down), i.e.
+    4 * layers * experts * (H^2 + I_e^2) bytes (~0.35 GB for 30 layers x 8 experts, H = 576, I_e = 192;
+    far more at Mixtral's size, where a sequential layer-by-layer variant would be needed).
     Returns:
         {"method", "pattern", "sparsity", "unrouted", "sparsity_achieved": fraction of zeros over all pruned
         experts' weights, "weights": their count, "layers": [{"layer", "unrouted": [expert ids with N_e = 0],
