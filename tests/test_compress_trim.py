@@ -22,11 +22,7 @@ def tiny_moe(seed: int = 0, **moe) -> LlamaMoEForCausalLM:
     with torch.no_grad():  # experts large enough that a wrong expert visibly changes the logits
         for layer in model.model.layers:
             if hasattr(layer.mlp, "experts"):
-                for p in (
-                    layer.mlp.experts.gate_proj,
-                    layer.mlp.experts.up_proj,
-                    layer.mlp.experts.down_proj,
-                ):
+                for p in layer.mlp.experts.parameters():
                     p.normal_(0.0, 0.2)
     return model
 
@@ -35,9 +31,9 @@ def force_routing(model, favoured: dict[int, list[int]]) -> None:
     """Route every token only among `favoured[l]` in MoE layer l: the others get logits ~ -6000.
 
     Embedding dim 0 is set to +10 (others ~N(0, 1)) and no attention or FFN output writes to dim 0, so
-    LN(x)[0] > 0 for every token at every layer; a disfavoured expert's
-    row of the last gate Linear is -1000 * e_0 (the "mlp" gate's first Linear maps dim 0 to tanh ~ 1 in
-    hidden unit 0). Favoured experts keep random N(0, 1) rows: their routing still varies from token to token.
+    LN(x)[0] > 0 for every token at every layer; a disfavoured expert's row of the last gate Linear is
+    -1000 * e_0 (the "mlp" gate's first Linear maps dim 0 to tanh ~ 1 in hidden unit 0). Favoured experts
+    keep random N(0, 1) rows: their routing still varies from token to token.
     """
     with torch.no_grad():
         emb = model.model.embed_tokens.weight
@@ -45,11 +41,9 @@ def force_routing(model, favoured: dict[int, list[int]]) -> None:
         emb[:, 0] = 10.0
         for layer in model.model.layers:
             layer.self_attn.o_proj.weight[0] = 0.0
-            for ffn in (layer.mlp.experts, layer.mlp.shared_experts):
-                if ffn is not None:
-                    (ffn.down_proj if isinstance(ffn.down_proj, nn.Parameter) else ffn.down_proj.weight)[
-                        0
-                    ] = 0.0
+            layer.mlp.experts.down_proj[0] = 0.0
+            if layer.mlp.shared_experts is not None:
+                layer.mlp.shared_experts.down_proj.weight[0] = 0.0
         for i, fav in favoured.items():
             gate = model.model.layers[i].mlp.router.gate_network
             last = gate if isinstance(gate, nn.Linear) else gate[-1]
@@ -337,3 +331,19 @@ def test_bad_inputs_name_the_parameter():
     with pytest.raises(ValueError, match="layer_types="):
         layer_drop(model, calib(), n_drop=1, layer_types=("attention",))
     assert model.config.mlp_layer_types is None
+
+
+def test_model_changes_keep_the_default_layout():
+    """gate_hidden_sizes None keeps the MLP gate N x N; a "none" layer is not Mixtral-exportable."""
+    from moelab.models.export_mixtral import mixtral_export_problems
+
+    model = tiny_moe()
+    gate = model.model.layers[0].mlp.router.gate_network
+    assert gate[0].weight.shape == (8, 64) and gate[-1].weight.shape == (8, 8)
+    cfg = LlamaMoEConfig(
+        **TINY, mlp_layer_types=["moe", "none"], router_type="softmax_topk", gate_network="linear"
+    )
+    assert cfg.moe_layer_indices == [0] and cfg.dense_layer_indices == []
+    assert any("Layer Drop" in p for p in mixtral_export_problems(cfg))
+    with pytest.raises(ValueError, match="gate_hidden_sizes"):
+        LlamaMoEConfig(**TINY, gate_hidden_sizes=[0, 4])

@@ -161,9 +161,9 @@ def drop_experts(model, keep_map: dict[int, list[int]]) -> None:
     cfg = model.config
     L, moe = cfg.num_hidden_layers, set(cfg.moe_layer_indices)
     for layer, kept in keep_map.items():
-        n = cfg.layer_num_experts(layer) if layer in moe else 0
         if layer not in moe:
             raise ValueError(f"keep_map layer {layer} is not an MoE layer (MoE layers: {sorted(moe)})")
+        n = cfg.layer_num_experts(layer)
         if len(set(kept)) != len(kept) or any(not 0 <= e < n for e in kept) or len(kept) < cfg.top_k:
             raise ValueError(
                 f"keep_map[{layer}]={kept} must be distinct expert ids in [0, {n}), at least top_k={cfg.top_k}"
@@ -211,10 +211,11 @@ def expert_drop(model, batches, keep: int, mode: str = "global") -> dict:
     Raises:
         ValueError: unknown `mode`, `keep` out of range (see :func:`choose_experts`), no calibration token.
     """
-    if mode not in EXPERT_DROP_MODES:
-        raise ValueError(f"unknown expert drop mode={mode!r}; valid: {', '.join(EXPERT_DROP_MODES)}")
+    cfg = model.config
+    sizes = {layer: torch.zeros(cfg.layer_num_experts(layer)) for layer in cfg.moe_layer_indices}
+    choose_experts(sizes, keep, mode, cfg.top_k)  # bad keep / mode fail before the calibration forward
     masses = expert_routing_mass(model, batches)
-    keep_map = choose_experts(masses, keep, mode, model.config.top_k)
+    keep_map = choose_experts(masses, keep, mode, cfg.top_k)
     drop_experts(model, keep_map)
     layers = {}
     for layer, kept in keep_map.items():
@@ -226,4 +227,4 @@ def expert_drop(model, batches, keep: int, mode: str = "global") -> dict:
             "dropped_mass": [round(float(masses[layer][e]), 6) for e in dropped],
         }
     tokens = round(float(next(iter(masses.values())).sum()))
-    return {"mode": mode, "keep": keep, "top_k": model.config.top_k, "tokens": tokens, "layers": layers}
+    return {"mode": mode, "keep": keep, "top_k": cfg.top_k, "tokens": tokens, "layers": layers}
