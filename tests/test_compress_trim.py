@@ -347,3 +347,14 @@ def test_model_changes_keep_the_default_layout():
     assert any("Layer Drop" in p for p in mixtral_export_problems(cfg))
     with pytest.raises(ValueError, match="gate_hidden_sizes"):
         LlamaMoEConfig(**TINY, gate_hidden_sizes=[0, 4])
+
+
+def test_layer_drop_scores_ignore_padding():
+    model = tiny_moe(num_hidden_layers=3)
+    ids = torch.randint(0, VOCAB, (2, 10), generator=torch.Generator().manual_seed(0))
+    mask = torch.ones_like(ids)
+    mask[1, 6:] = 0  # right padding (causal: the real tokens do not see it)
+    padded = layer_drop_scores(model, [{"input_ids": ids, "attention_mask": mask}])
+    real = layer_drop_scores(model, [{"input_ids": ids[:1]}, {"input_ids": ids[1:, :6]}])
+    assert padded == pytest.approx(real, abs=1e-6)
+    assert padded != pytest.approx(layer_drop_scores(model, [{"input_ids": ids}]), abs=1e-6)
