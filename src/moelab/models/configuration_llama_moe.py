@@ -10,7 +10,7 @@ from .experts import MOE_IMPLEMENTATIONS
 
 ROUTER_TYPES = ("noisy_topk", "softmax_topk", "switch_top1", "uniform", "random")
 GATE_NETWORKS = ("mlp", "linear")
-MLP_LAYER_TYPES = ("moe", "dense")
+MLP_LAYER_TYPES = ("moe", "dense", "none")
 
 # Decoder fields every LLaMA-family config shares (LLaMA, LLaMA-MoE, upstream LLaMA-MoE v1, Mixtral): what the
 # checkpoint-format converters (export_mixtral, import_llama_moe_v1) copy as they are.
@@ -40,6 +40,7 @@ PER_LAYER_FIELDS = (
     "num_shared_experts",
     "shared_expert_sizes",
     "shared_expert_scale",
+    "gate_hidden_sizes",
 )
 
 
@@ -54,9 +55,11 @@ class LlamaMoEConfig(LlamaConfig):
         expert_sizes: per layer, per expert, the number of FFN neurons of that expert; a list of
             `num_hidden_layers` lists of N_l positive ints. None means `intermediate_size // N` for every
             expert of every layer.
-        mlp_layer_types: None (all "moe"), or a list of `num_hidden_layers` entries "moe" | "dense"; a dense layer
-            keeps the plain LLaMA SwiGLU FFN of width `intermediate_size` (LLaMA-MoE v2: first/last layers
-            dense). `dense_layer_types(num_layers, dense_layers)` builds it from layer indices.
+        mlp_layer_types: None (all "moe"), or a list of `num_hidden_layers` entries "moe" | "dense" | "none"; a
+            dense layer keeps the plain LLaMA SwiGLU FFN of width `intermediate_size` (LLaMA-MoE v2: first/last
+            layers dense). `dense_layer_types(num_layers, dense_layers)` builds it from layer indices. "none" = the
+            FFN and its pre-FFN norm were removed (Layer Drop, moelab.compress.layer_drop): the layer is attention
+            only.
         num_shared_experts: always-on shared (residual) experts per layer, int or per-layer list (0 = none).
             They run on every token, outside the router (LLaMA-MoE v2 "1+7top1"; Qwen2-MoE shared expert).
             Several shared experts with one scale are one SwiGLU FFN whose width is the sum of their sizes,
@@ -73,6 +76,9 @@ class LlamaMoEConfig(LlamaConfig):
         router_seed: seed of the frozen projection of the "uniform" / "random" routers (layer l uses seed + l).
         gate_network: "mlp" = Linear(h, N) -> tanh -> Linear(N, N) (LLaMA-MoE upstream default)
             or "linear" = Linear(h, N).
+        gate_hidden_sizes: None, or per layer the hidden width of the "mlp" gate network (None entries = N_l):
+            Linear(h, W) -> tanh -> Linear(W, N_l). Expert Drop sets it so the gate keeps its parent width W when
+            routed experts are removed (moelab.compress.expert_drop).
         balance_loss_weight: w in loss = LM loss + w * sum over MoE layers of the balance loss.
         score_scale_factor: s in y = s * sum_{i in top-k} g_i E_i(x); a float, a per-layer list, or None =
             N_l / top_k (LLaMA-MoE sec. 2.2, so a converted model starts close to the dense one).
@@ -112,6 +118,7 @@ class LlamaMoEConfig(LlamaConfig):
     shared_expert_sizes: list | None = None
     shared_expert_scale: float | list = 1.0
     router_seed: int = 0
+    gate_hidden_sizes: list | None = None
     attention_moe: bool = False
     attention_expert_split: int = 1
     attention_top_k: int = 2
@@ -132,10 +139,14 @@ class LlamaMoEConfig(LlamaConfig):
         """True if decoder layer `layer_idx` has an MoE FFN, False if it keeps the dense SwiGLU FFN."""
         return self.mlp_layer_types is None or self.mlp_layer_types[layer_idx] == "moe"
 
+    def layer_mlp_type(self, layer_idx: int) -> str:
+        """FFN kind of decoder layer `layer_idx`: "moe", "dense" or "none" (FFN removed by Layer Drop)."""
+        return "moe" if self.mlp_layer_types is None else self.mlp_layer_types[layer_idx]
+
     @property
     def dense_layer_indices(self) -> list[int]:
         """Decoder layers that keep the dense SwiGLU FFN."""
-        return [i for i in range(self.num_hidden_layers) if not self.is_moe_layer(i)]
+        return [i for i in range(self.num_hidden_layers) if self.layer_mlp_type(i) == "dense"]
 
     @property
     def moe_layer_indices(self) -> list[int]:
@@ -155,6 +166,11 @@ class LlamaMoEConfig(LlamaConfig):
             n = self.layer_num_experts(layer_idx)
             return [self.intermediate_size // n] * n
         return [int(s) for s in self.expert_sizes[layer_idx]]
+
+    def layer_gate_hidden_size(self, layer_idx: int) -> int:
+        """Hidden width of the "mlp" gate network of layer `layer_idx` (`gate_hidden_sizes`, None -> N_l)."""
+        w = None if self.gate_hidden_sizes is None else self.gate_hidden_sizes[layer_idx]
+        return self.layer_num_experts(layer_idx) if w is None else int(w)
 
     def layer_shared_expert_sizes(self, layer_idx: int) -> list[int]:
         """Widths of the shared experts of decoder layer `layer_idx` ([] when it has none)."""
@@ -254,6 +270,15 @@ class LlamaMoEConfig(LlamaConfig):
         if self.router_type == "switch_top1" and k != 1:
             raise ValueError(
                 f"router_type 'switch_top1' routes each token to one expert; set top_k=1, got {k}"
+            )
+
+        widths = self._check_per_layer_list("gate_hidden_sizes")
+        if self.gate_hidden_sizes is not None and (
+            widths is None or any(w is not None and (not isinstance(w, int) or w < 1) for w in widths)
+        ):
+            raise ValueError(
+                f"gate_hidden_sizes must be None or a per-layer list of positive ints / None, got "
+                f"{self.gate_hidden_sizes!r}"
             )
 
         scales = self._check_per_layer_list("score_scale_factor")

@@ -39,6 +39,10 @@ def mixtral_export_problems(config) -> list[str]:
         problems.append(f"gate_network={config.gate_network!r}: Mixtral's gate is one Linear(H, N)")
     if config.mlp_layer_types is not None and "dense" in config.mlp_layer_types:
         problems.append(f"dense FFN layers {config.dense_layer_indices}: every Mixtral layer is MoE")
+    if config.mlp_layer_types is not None and "none" in config.mlp_layer_types:
+        problems.append(
+            "FFN layers removed by Layer Drop (mlp_layer_types 'none'): every Mixtral layer is MoE"
+        )
     layers = range(config.num_hidden_layers)
     if any(config.layer_shared_expert_sizes(i) for i in layers):
         problems.append("shared experts (num_shared_experts > 0): Mixtral has no always-on expert")

@@ -3,8 +3,9 @@
 Attention, norms and rotary embeddings are transformers' Llama modules; the decoder layer's `mlp` is
 `LlamaMoESparseBlock` = router + SwiGLU experts (+ optional always-on shared experts):
     y = s * sum_{i in top-k(x)} g_i(x) E_i(x) + s_sh * E_shared(x)   (LLaMA-MoE sec. 2.2; v2 "1+7top1")
-or, in layers listed as "dense" in `mlp_layer_types`, the plain LlamaMLP. With `attention_moe` the attention is
-`LlamaMoEAttention` (LLaMA-MoE v2 attention experts, see attention_moe.py).
+or, in layers listed as "dense" in `mlp_layer_types`, the plain LlamaMLP ("none": no FFN and no pre-FFN norm,
+removed by Layer Drop). With `attention_moe` the attention is `LlamaMoEAttention` (LLaMA-MoE v2 attention
+experts, see attention_moe.py).
 The causal-LM loss adds balance_loss_weight * (sum over MoE layers of the routers' balance losses, attention
 routers included).
 
@@ -153,11 +154,16 @@ class LlamaMoEDecoderLayer(GradientCheckpointingLayer):
         self.hidden_size = config.hidden_size
         attn_cls = LlamaMoEAttention if config.attention_moe else LlamaAttention
         self.self_attn = attn_cls(config=config, layer_idx=layer_idx)
-        self.mlp = (
-            LlamaMoESparseBlock(config, layer_idx) if config.is_moe_layer(layer_idx) else LlamaMLP(config)
-        )
+        kind = config.layer_mlp_type(layer_idx)
+        if kind == "moe":
+            self.mlp = LlamaMoESparseBlock(config, layer_idx)
+        else:
+            self.mlp = LlamaMLP(config) if kind == "dense" else None
         self.input_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
-        self.post_attention_layernorm = LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        # "none": FFN and pre-FFN norm removed by Layer Drop; the layer is attention + residual only
+        self.post_attention_layernorm = (
+            None if kind == "none" else LlamaRMSNorm(config.hidden_size, eps=config.rms_norm_eps)
+        )
 
     def forward(
         self,
@@ -180,6 +186,8 @@ class LlamaMoEDecoderLayer(GradientCheckpointingLayer):
             **kwargs,
         )
         hidden_states = residual + hidden_states
+        if self.mlp is None:  # FFN removed by Layer Drop (mlp_layer_types "none")
+            return hidden_states, None, (attn_routing[0] if attn_routing else None)
         x = self.post_attention_layernorm(hidden_states)
         if isinstance(self.mlp, LlamaMoESparseBlock):
             moe_out, routing = self.mlp(x)

@@ -65,19 +65,23 @@ def switch_balance_loss(probs: torch.Tensor, top_k_index: torch.Tensor, num_expe
     return num_experts * torch.sum(f * P)
 
 
-def build_gate_network(hidden_size: int, num_experts: int, kind: str) -> nn.Module:
+def build_gate_network(
+    hidden_size: int, num_experts: int, kind: str, gate_hidden_size: int | None = None
+) -> nn.Module:
     """The network mapping x [T, H] to router logits [T, N].
 
-    "linear": Linear(H, N); "mlp": Linear(H, N) -> tanh -> Linear(N, N) (LLaMA-MoE upstream default).
+    "linear": Linear(H, N); "mlp": Linear(H, W) -> tanh -> Linear(W, N) (LLaMA-MoE upstream default), with
+    W = gate_hidden_size or N (W differs from N after Expert Drop removed routed experts).
     Raises ValueError for another kind.
     """
     if kind == "linear":
         return nn.Linear(hidden_size, num_experts, bias=False)
     if kind == "mlp":
+        width = gate_hidden_size or num_experts
         return nn.Sequential(
-            nn.Linear(hidden_size, num_experts, bias=False),
+            nn.Linear(hidden_size, width, bias=False),
             nn.Tanh(),
-            nn.Linear(num_experts, num_experts, bias=False),
+            nn.Linear(width, num_experts, bias=False),
         )
     raise ValueError(f"gate_network must be 'linear' or 'mlp', got {kind!r}")
 
@@ -132,11 +136,17 @@ class NoisyTopKRouter(nn.Module):
     """
 
     def __init__(
-        self, hidden_size: int, num_experts: int, top_k: int, gate_network: str, noise_epsilon: float
+        self,
+        hidden_size: int,
+        num_experts: int,
+        top_k: int,
+        gate_network: str,
+        noise_epsilon: float,
+        gate_hidden_size: int | None = None,
     ):
         super().__init__()
         self.num_experts, self.top_k, self.noise_epsilon = num_experts, top_k, noise_epsilon
-        self.gate_network = build_gate_network(hidden_size, num_experts, gate_network)
+        self.gate_network = build_gate_network(hidden_size, num_experts, gate_network, gate_hidden_size)
         self.weight_noise = nn.Linear(hidden_size, num_experts, bias=False)
         nn.init.zeros_(self.weight_noise.weight)
 
@@ -166,10 +176,17 @@ class SoftmaxTopKRouter(nn.Module):
     Shapes: x [T, H] -> RouterOutput; importance = sum of g per expert, load = hard token count.
     """
 
-    def __init__(self, hidden_size: int, num_experts: int, top_k: int, gate_network: str):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_experts: int,
+        top_k: int,
+        gate_network: str,
+        gate_hidden_size: int | None = None,
+    ):
         super().__init__()
         self.num_experts, self.top_k = num_experts, top_k
-        self.gate_network = build_gate_network(hidden_size, num_experts, gate_network)
+        self.gate_network = build_gate_network(hidden_size, num_experts, gate_network, gate_hidden_size)
 
     def forward(self, x: torch.Tensor) -> RouterOutput:
         logits = self.gate_network(x).float()  # [T, N]
@@ -195,12 +212,19 @@ class SwitchTop1Router(nn.Module):
     Source: Fedus et al. 2021 (arXiv 2101.03961) sec. 2.2 (capacity factor), eq. 4-6 (loss).
     """
 
-    def __init__(self, hidden_size: int, num_experts: int, gate_network: str, capacity_factor: float):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_experts: int,
+        gate_network: str,
+        capacity_factor: float,
+        gate_hidden_size: int | None = None,
+    ):
         super().__init__()
         if capacity_factor <= 0:
             raise ValueError(f"capacity_factor must be > 0, got {capacity_factor}")
         self.num_experts, self.top_k, self.capacity_factor = num_experts, 1, capacity_factor
-        self.gate_network = build_gate_network(hidden_size, num_experts, gate_network)
+        self.gate_network = build_gate_network(hidden_size, num_experts, gate_network, gate_hidden_size)
 
     def capacity(self, num_tokens: int) -> int:
         """Tokens each expert may process: ceil(capacity_factor * T / N)."""
@@ -264,12 +288,13 @@ class FrozenRandomRouter(nn.Module):
 def build_router(config, layer_idx: int) -> nn.Module:
     """Router of decoder layer `layer_idx` from a `LlamaMoEConfig` (fields `router_type`, per-layer N_l)."""
     h, n, k = config.hidden_size, config.layer_num_experts(layer_idx), config.top_k
+    w = config.layer_gate_hidden_size(layer_idx)
     if config.router_type == "noisy_topk":
-        return NoisyTopKRouter(h, n, k, config.gate_network, config.noise_epsilon)
+        return NoisyTopKRouter(h, n, k, config.gate_network, config.noise_epsilon, w)
     if config.router_type == "softmax_topk":
-        return SoftmaxTopKRouter(h, n, k, config.gate_network)
+        return SoftmaxTopKRouter(h, n, k, config.gate_network, w)
     if config.router_type == "switch_top1":
-        return SwitchTop1Router(h, n, config.gate_network, config.capacity_factor)
+        return SwitchTop1Router(h, n, config.gate_network, config.capacity_factor, w)
     if config.router_type in ("uniform", "random"):
         weighting = "uniform" if config.router_type == "uniform" else "softmax"
         return FrozenRandomRouter(h, n, k, weighting, config.router_seed + layer_idx)
