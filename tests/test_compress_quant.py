@@ -271,6 +271,16 @@ def test_gptq_and_awq_beat_rtn_on_the_routed_tokens():
     assert total["gptq"] < 0.7 * total["rtn"] and total["awq"] < total["rtn"]
 
 
+def test_one_layer_per_pass_is_still_one_shot():
+    """Layers captured one per pass, last first, see the same (unquantised) inputs: identical weights."""
+    a, b = tiny_moe(), tiny_moe()
+    rep_a = quantize_experts(a, batches(), "gptq", bits=3, group_size=32)
+    rep_b = quantize_experts(b, iter(batches()), "gptq", bits=3, group_size=32, layers_per_pass=1)
+    for (name, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.equal(va, vb), name
+    assert rep_a["experts"] == rep_b["experts"]
+
+
 def test_rtn_experts_equal_rtn_of_their_slices():
     moe = tiny_moe(num_shared_experts=1)
     block = moe.model.layers[0].mlp
@@ -340,6 +350,8 @@ def test_bad_inputs_name_the_parameter():
         quantize_experts(moe, None, "awq")
     with pytest.raises(ValueError, match=r"layers \[7\]"):
         quantize_experts(moe, None, "rtn", layers=[7])
+    with pytest.raises(ValueError, match="layers_per_pass="):
+        quantize_experts(moe, batches(), "gptq", layers_per_pass=0)
     with pytest.raises(ValueError, match="no MoE layer"):
         quantize_experts(tiny_llama(), None, "rtn")
 

@@ -425,6 +425,7 @@ def quantize_experts(
     group_size: int = 128,
     unrouted: str = "rtn",
     layers: Iterable[int] | None = None,
+    layers_per_pass: int | None = None,
     **options,
 ) -> dict:
     """Fake-quantise every expert's linear weights of a LlamaMoE model in place (Expert Slimming, 2406.02500).
@@ -440,6 +441,10 @@ def quantize_experts(
             "rtn" quantises it by RTN, "skip" leaves it in full precision. Such experts are listed in the report
             (with rtn, which needs no calibration, the option does not apply).
         layers: decoder layers to quantise (default: every MoE layer).
+        layers_per_pass: capture the calibration inputs of this many layers per forward pass (default: all in
+            one pass). Chunks are processed last layers first, so every pass still sees an unquantised prefix:
+            the inputs are the uncompressed model's either way (one-shot), at one pass per chunk and the memory
+            of one chunk's inputs (paper scale: ~4 GB per layer at H = 4096 and 128 x 2048 tokens).
         **options: method options (``METHOD_OPTIONS``): gptq desc_act, static_groups, block_size, percdamp;
             awq n_grid, clip, clip_grid, max_shrink, clip_tokens.
     Returns: {"method", "bits", "group_size", "unrouted", "options", "layers", "unrouted_experts": [{"layer",
@@ -463,21 +468,19 @@ def quantize_experts(
         raise ValueError(f"layers {missing} have no MoE FFN (MoE layers: {sorted(blocks)})")
     if batches is None and method != "rtn":
         raise ValueError(f"batches: method {method!r} needs calibration batches")
-    routed = routed_inputs(model, batches, wanted) if batches is not None else None  # one-shot
+    per_pass = max(1, len(wanted)) if layers_per_pass is None else layers_per_pass
+    if isinstance(per_pass, bool) or not isinstance(per_pass, int) or per_pass < 1:
+        raise ValueError(f"layers_per_pass={layers_per_pass!r} must be a positive int or None")
+    batches = None if batches is None else list(batches)  # iterated once per pass
+    chunks = [wanted[i : i + per_pass] for i in range(0, len(wanted), per_pass)]
     records, unrouted_list = [], []
-    for layer in wanted:
-        block = blocks[layer]
-        for kind, e, mats in _expert_matrices(block):
-            inputs_fn = None  # () -> this expert's linear inputs from the current weights
-            if routed is not None and kind == "routed":
-                inputs_fn = partial(expert_linear_inputs, block.experts, routed[layer], e)
-            elif routed is not None:
-                rows = mats["gate_proj"][1][0]
-                inputs_fn = partial(_shared_linear_inputs, block.shared_experts, rows, routed[layer].x)
-            record = _quantize_expert(mats, inputs_fn, method, unrouted, bits, group_size, opts)
-            if method != "rtn" and record["tokens"] == 0:
-                unrouted_list.append({"layer": layer, "expert": e})
-            records.append({"layer": layer, "kind": kind, "expert": e, **record})
+    for chunk in reversed(chunks):  # last layers first: the layers a pass captures are still unquantised
+        routed = routed_inputs(model, batches, chunk) if batches is not None else None
+        for layer in chunk:
+            records += _quantize_layer(blocks[layer], layer, routed, method, unrouted, bits, group_size, opts)
+        del routed
+    records.sort(key=lambda r: r["layer"])  # stable: experts keep their order within a layer
+    unrouted_list = [{"layer": r["layer"], "expert": r["expert"]} for r in records if r.pop("_unrouted")]
     return {
         "method": method,
         "bits": bits,
@@ -488,6 +491,22 @@ def quantize_experts(
         "unrouted_experts": unrouted_list,
         "experts": records,
     }
+
+
+def _quantize_layer(block, layer, routed, method, unrouted, bits, group_size, opts) -> list[dict]:
+    """Quantise every expert of one ``LlamaMoESparseBlock`` in place; one record per expert (report layout)."""
+    records = []
+    for kind, e, mats in _expert_matrices(block):
+        inputs_fn = None  # () -> this expert's linear inputs from the current weights
+        if routed is not None and kind == "routed":
+            inputs_fn = partial(expert_linear_inputs, block.experts, routed[layer], e)
+        elif routed is not None:
+            rows = mats["gate_proj"][1][0]
+            inputs_fn = partial(_shared_linear_inputs, block.shared_experts, rows, routed[layer].x)
+        record = _quantize_expert(mats, inputs_fn, method, unrouted, bits, group_size, opts)
+        unrouted_hit = method != "rtn" and record["tokens"] == 0
+        records.append({"layer": layer, "kind": kind, "expert": e, **record, "_unrouted": unrouted_hit})
+    return records
 
 
 def _quantize_expert(mats, inputs_fn, method, unrouted, bits, group_size, opts) -> dict:
