@@ -473,7 +473,7 @@ def quantize_experts(
         raise ValueError(f"layers_per_pass={layers_per_pass!r} must be a positive int or None")
     batches = None if batches is None else list(batches)  # iterated once per pass
     chunks = [wanted[i : i + per_pass] for i in range(0, len(wanted), per_pass)]
-    records, unrouted_list = [], []
+    records = []
     for chunk in reversed(chunks):  # last layers first: the layers a pass captures are still unquantised
         routed = routed_inputs(model, batches, chunk) if batches is not None else None
         for layer in chunk:
@@ -527,10 +527,8 @@ def _quantize_expert(mats, inputs_fn, method, unrouted, bits, group_size, opts) 
     H = gptq_hessian(inputs["gate_proj"]) if by == "gptq" else None  # shared by gate and up
     for name in PROJECTIONS:
         if name == "down_proj" and n:
-            inputs = {
-                **inputs,
-                "down_proj": inputs_fn()["down_proj"],
-            }  # hidden state of the quantised gate/up
+            # true sequential: down_proj is calibrated on the hidden state of the quantised gate/up
+            inputs = {**inputs, "down_proj": inputs_fn()["down_proj"]}
             H = gptq_hessian(inputs["down_proj"]) if by == "gptq" else None
         X = inputs[name] if n else None
         Wq, extra = _quantize_matrix(by, W[name], X, H, bits, group_size, opts)
