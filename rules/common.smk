@@ -1,11 +1,13 @@
 # Shared helpers: config checks, paths of each stage's model, the envs used by the rules.
 import os
+import re
 from dataclasses import asdict
 
 import yaml
 
 from moelab.config import (
     check_workflow_config,
+    compress_recipes,
     cpt_ablation_runs,
     post_training_runs,
     sft_mixture_runs,
@@ -46,6 +48,10 @@ BASE_STAGES = {
     "compress_base": ("compress", "results/models/sft"),
 }
 MAX_THREADS = 16  # Snakemake lowers it to --cores
+# Compression recipes (checked by check_workflow_config): name -> steps; stage compress is the headline recipe.
+COMPRESS_RECIPES = compress_recipes(config)
+# stages of the recipes evaluated (results/eval/compress/<recipe>/<paper>.json; compress.methods)
+COMPRESS_STAGES = [f"compress/{r}" for r in config["compress"].get("methods") or []]
 # The model each continual pre-training run (the pretrain rule's {cpt_model}) starts from - the constructed MoE,
 # and the dense baseline of its activated FFN width (made by construct_activated).
 CPT_START = {"pretrain": "results/models/moe", "pretrain_active": "results/models/dense_active"}
@@ -124,6 +130,8 @@ def model_dir(stage):
     """Folder of the HF checkpoint of a pipeline stage (sft_base / compress_base: what SFT / compression start from)."""
     if stage in BASE_STAGES:
         return f"resources/models/{stage}" if base_model(stage) else BASE_STAGES[stage][1]
+    if stage == "compress":
+        return f"results/compress/{config['compress']['recipe']}/model"
     return DENSE if stage == "dense" else f"results/models/{stage}"
 
 

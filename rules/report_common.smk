@@ -4,12 +4,25 @@ import sys
 
 from moelab.papers import PAPER_LABELS, PAPERS
 from moelab.report.papers import OUTPUTS, TABLES, index_markdown
+from moelab.report.papers.moe_compression import MOE_COMPRESSION_METHODS, MOE_COMPRESSION_RECIPE
 
 PAPERS_DIR = "results/papers"
 LLAMA_MOE = f"{PAPERS_DIR}/llama_moe"  # also used by rules/construct_ablation.smk
+
+
+def compress_reports(spec):
+    """recipe.json of every recipe row of a compression table that compress.methods builds."""
+    stages = {r.ours.rsplit("/", 1)[0] for r in spec.rows if r.ours}
+    return [f"results/{s}/recipe.json" for s in COMPRESS_STAGES if s in stages]
+
+
 # Inputs besides evaluation results, per table (read by scripts/report_paper_table.py).
 TABLE_EXTRA_INPUTS = {
-    ("moe_compression", "table_main"): {"block_scores": "results/compress/block_scores.json"},
+    ("moe_compression", "table_main"): {"compress_report": f"results/compress/{config['compress']['recipe']}/recipe.json"},
+    **{
+        ("moe_compression", name): {"compress_reports": compress_reports(spec)}
+        for name, spec in (("table_methods", MOE_COMPRESSION_METHODS), ("table_recipe", MOE_COMPRESSION_RECIPE))
+    },
     # our row of the final-weights table: every seed of the (first) dynamic headline run
     ("moe_sft", "table_final_weights"): {
         "final_weights": sft_run_files("summary.json", sft_dynamic_runs(SFT_MIXTURE.get("headline", []))[:1])
@@ -39,9 +52,10 @@ def producible(path):
 def eval_input(source):
     """Evaluation result of a source key ``stage/paper``, or None when evaluate.stages does not score the
     stage on the paper or no rule can make it yet (the table then shows "not reproduced yet" in that row)."""
-    stage, paper = source.split("/")
-    if (stage, paper) not in EVAL_TARGETS and stage not in SFT_MIX_STAGES and stage not in POST_STAGES:
-        return None  # evaluate.stages does not score it on the paper; not an SFT mixture or post-training run
+    stage, paper = source.rsplit("/", 1)
+    runs = (*SFT_MIX_STAGES, *POST_STAGES, *COMPRESS_STAGES)
+    if (stage, paper) not in EVAL_TARGETS and stage not in runs:
+        return None  # evaluate.stages does not score it; not an SFT mixture, post-training or compression run
     path = f"results/eval/{stage}/{paper}.json"
     return path if producible(path) else None
 

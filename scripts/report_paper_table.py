@@ -12,6 +12,7 @@ from moelab.report import (
     table_spec,
     write_paper_table,
 )
+from moelab.report.papers.moe_compression import recipe_source
 from moelab.report.sft_mixture import final_weight_extras, final_weight_note, read_sft_run, seed_note
 from moelab.report.tables import read_eval
 from moelab.runtime import setup
@@ -23,8 +24,13 @@ evals = list(sm.input.evals)
 prov = Provenance(config=sm.params.config, inputs=list(sm.input))
 ours = {source: read_eval(path) for source, path in zip(sm.params.sources, evals, strict=True)}
 extras, notes = {}, [scale_note(sm.params.config)]
-if "block_scores" in sm.input.keys():
-    extras = compression_extras(json.loads(Path(sm.input.block_scores).read_text()))
+if "compress_report" in sm.input.keys():  # the headline recipe (stage compress)
+    extras = compression_extras(
+        {"compress/moe_compression": json.loads(Path(sm.input.compress_report).read_text())}
+    )
+if "compress_reports" in sm.input.keys():  # every recipe of the table
+    reports = [json.loads(Path(p).read_text()) for p in sm.input.compress_reports]
+    extras = compression_extras({recipe_source(r["recipe"]): r for r in reports})
 if "final_weights" in sm.input.keys() and sm.input.final_weights:
     runs = [read_sft_run(p) for p in sm.input.final_weights]
     roles = sm.params.config["sft_mixture"].get("roles") or {}

@@ -201,6 +201,9 @@ def test_block_drop_on_a_mixtral_checkpoint(tmp_path):
     torch.testing.assert_close(again(ids).logits, model(ids).logits)
 
 
+COMPRESSED = "results/compress/block_drop/model"  # stage compress: the headline recipe
+
+
 @pytest.mark.slow
 def test_base_models_through_the_download_rule(tmp_path):
     """sft.base_model / compress.base_model given as local folders shaped like the hub's: the download rule
@@ -212,14 +215,17 @@ def test_base_models_through_the_download_rule(tmp_path):
     wf = copy_workflow(tmp_path / "wf")
     overlay = {
         "sft": {"base_model": {"pretrained": str(up), "format": "llama_moe_v1"}},
-        "compress": {"base_model": {"pretrained": str(mixtral), "format": "hf"}, "n_drop": 1},
+        "compress": {
+            "base_model": {"pretrained": str(mixtral), "format": "hf"},
+            "recipes": {"block_drop": [{"method": "block_drop", "n_drop": 1}]},
+        },
     }
     (wf / "overlay.yaml").write_text(yaml.safe_dump(overlay))
     configs = ["--configfile", "config/smoke.yaml", "overlay.yaml"]
-    dry = snakemake("results/models/sft", "results/models/compress", "-n", "--cores", "2", *configs, cwd=wf)
+    dry = snakemake("results/models/sft", COMPRESSED, "-n", "--cores", "2", *configs, cwd=wf)
     jobs = dry.stdout
     assert "download_base_model" in jobs and "rule pretrain:" not in jobs and "rule construct:" not in jobs
-    snakemake("results/models/sft", "results/models/compress", "--cores", "2", *configs, cwd=wf)
+    snakemake("results/models/sft", COMPRESSED, "--cores", "2", *configs, cwd=wf)
     sft_base, _ = load_model(wf / "resources/models/sft_base")
     assert isinstance(sft_base, LlamaMoEForCausalLM) and sft_base.config.expert_sizes == SIZES
     tuned, _ = load_model(
@@ -227,10 +233,15 @@ def test_base_models_through_the_download_rule(tmp_path):
     )  # SFT ran on the import (Vicuna template, uneven experts)
     assert tuned.config.expert_sizes == SIZES
     assert not torch.equal(tuned.state_dict()["lm_head.weight"], sft_base.state_dict()["lm_head.weight"])
-    compressed, _ = load_model(wf / "results/models/compress")
+    compressed, _ = load_model(wf / COMPRESSED)
     assert compressed.config.model_type == "mixtral" and compressed.config.num_hidden_layers == 3
-    scores = json.loads((wf / "results/compress/block_scores.json").read_text())
-    assert len(scores["scores"]) == 4 and len(scores["dropped"]) == 1
+    report = json.loads((wf / "results/compress/block_drop/recipe.json").read_text())
+    (step,) = report["steps"]  # the smoke recipe: one Block Drop step
+    assert (
+        step["method"] == "block_drop"
+        and len(step["report"]["scores"]) == 4
+        and len(step["report"]["dropped"]) == 1
+    )
     meta = json.loads((wf / "resources/models/sft_base/meta.json").read_text())
     checksums = meta["extra"].pop("checksums")  # re-verified by every later step (verify_inputs)
     assert meta["config"]["format"] == "llama_moe_v1" and meta["extra"] == {"source": str(up), "commit": None}

@@ -28,6 +28,7 @@ NAN, INF = math.nan, math.inf
 BASE = yaml.safe_load((ROOT / "config.yaml").read_text())
 SMOKE = yaml.safe_load((ROOT / "config" / "smoke.yaml").read_text())
 DELETE = object()
+BLOCK_DROP = "compress.recipes.block_drop"
 
 
 def _set(cfg: dict, key: str, value) -> None:
@@ -61,7 +62,11 @@ CASES = [
     ("construct.score_scale_factor", None, NAN),
     ("pretrain.lr", None, NAN),
     ("pretrain.domain_weights.web", None, INF),
-    ("compress.n_drop", None, 4),  # the tiny model has 4 blocks
+    (
+        "compress.recipes.block_drop",
+        None,
+        [{"method": "block_drop", "n_drop": 4}],
+    ),  # the tiny model: 4 blocks
     ("construct.num_experts", None, 3),  # 256 % 3
     ("model.pretrained", "model", {"source": "pretrained", "pretrained": "/nonexistent/model-folder"}),
     (
@@ -97,9 +102,15 @@ CASES = [
     ("construct.gate_network", None, "transformer"),
     ("construct.score_scale_factor", None, 0),
     ("construct.balance_loss_weight", None, -0.01),
-    ("compress.mode", None, "random"),
-    ("compress.method", None, "magic_drop"),
-    ("compress.n_drop", None, -1),
+    (
+        "compress.recipes.block_drop[0].mode",
+        BLOCK_DROP,
+        [{"method": "block_drop", "n_drop": 1, "mode": "random"}],
+    ),
+    ("compress.recipes.block_drop[0].method", BLOCK_DROP, [{"method": "magic_drop"}]),
+    ("compress.recipes.block_drop[0].n_drop", BLOCK_DROP, [{"method": "block_drop", "n_drop": -1}]),
+    ("compress.recipes.block_drop[0].sparsity", BLOCK_DROP, [{"method": "wanda", "sparsity": 1.5}]),
+    ("compress.recipe", None, "no_such_recipe"),
     ("compress.calib_sequences", None, 0),
     ("evaluate.suite", None, "remote"),
     ("evaluate.batch_size", None, 0),
@@ -119,7 +130,7 @@ CASES = [
     ("pretrain.domain_weights", "pretrain.domain_weights.poetry", 1.0),
     ("sft.domain_weights", "sft.domain_weights.legal", 1.0),
     ("compress.calib_domain", None, "arxiv"),
-    ("compress.n_drop", None, 9),
+    ("compress.recipes.block_drop", None, [{"method": "block_drop", "n_drop": 3}] * 3),  # 9 of 4 blocks
     ("construct.num_experts", None, 5),
     ("pretrain.seq_len", None, 4096),  # the tiny model: 2048 positions
     ("sft.max_len", None, 100000),
@@ -215,10 +226,10 @@ def test_local_folder_sizes_are_read_from_config_json(tmp_path):
     )
     cfg = smoke_with("model", {"source": "pretrained", "pretrained": str(folder)})
     cfg["construct"]["num_experts"] = 4  # 128 / 64 = 2: every ablation split fits
-    cfg["compress"]["n_drop"] = 5
+    cfg["compress"]["recipes"]["block_drop"] = [{"method": "block_drop", "n_drop": 5}]
     check(cfg)
-    cfg["compress"]["n_drop"] = 6
-    with pytest.raises(ConfigError, match="compress.n_drop=6 must be below the 6 blocks"):
+    cfg["compress"]["recipes"]["block_drop"] = [{"method": "block_drop", "n_drop": 6}]
+    with pytest.raises(ConfigError, match="compress.recipes.block_drop drops 6 blocks .* the 6 blocks"):
         check(cfg)
 
 

@@ -201,7 +201,10 @@ def test_download_rules_take_the_hub_path(slimpajama, tmp_path):
         },
         "pretrain": {"domain_weights": {"c4": 1, "github": 1, "code": 0, "books": 0, "web": 0, "wiki": 0}},
         "sft": {"domain_weights": {"chat": 1, "general": 0, "math": 0, "code": 0, "explain": 0}},
-        "compress": {"calib_domain": "c4", "n_drop": 1},  # the tiny hub model has 2 blocks
+        "compress": {  # the tiny hub model has 2 blocks
+            "calib_domain": "c4",
+            "recipes": {"block_drop": [{"method": "block_drop", "n_drop": 1}]},
+        },
         # MoE-SFT's roles name the demo's data sets: a config with other data sets says which stands for which
         "sft_mixture": {"roles": dict.fromkeys(["code", "math", "orca", "sharegpt"], "chat")},
     }

@@ -73,9 +73,8 @@ def test_paper_config_is_valid_and_has_the_papers_settings(paper):
     assert (
         k["base_model"]["pretrained"] == "mistralai/Mixtral-8x7B-v0.1" and k["base_model"]["format"] == "hf"
     )
-    assert (k["method"], k["n_drop"], k["calib_sequences"], k["calib_seq_len"], k["calib_domain"]) == (
-        "block_drop", 5, 128, 2048, "c4"
-    )  # fmt: skip
+    assert k["recipes"][k["recipe"]] == [{"method": "block_drop", "mode": "discrete", "n_drop": 5}]
+    assert (k["calib_sequences"], k["calib_seq_len"], k["calib_domain"]) == (128, 2048, "c4")
     hub = paper["data"]["hub"]
     assert paper["data"]["source"] == "hub" and set(hub["pretrain"]) == set(paper["data"]["pretrain_domains"])
     assert {v["filter_value"] for v in hub["pretrain"].values()} == {

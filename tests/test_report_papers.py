@@ -175,17 +175,23 @@ def test_compression_retained_and_params():
         "compress_base/moe_compression": ev(10000, arc_challenge=0.50, piqa=0.70),
         "compress/moe_compression": ev(10000, arc_challenge=0.40, piqa=0.68),
     }
-    extras = compression_extras({"params_before": {"total": 3_394_176}, "params_after": {"total": 3_332_080}})
+    report = {"params_before": {"total": 3_394_176}, "params_after": {"total": 3_332_080}}
+    extras = compression_extras({"compress/moe_compression": report})
     long = paper_table(spec, load_published("moe_compression"), ours, extras)
     assert cell(long, MC_BLOCK, "retained").ours == round(100 * 54.0 / 60.0, 2)
     assert cell(long, MC_ORIG, "retained").ours == 100.0
     assert cell(long, MC_BLOCK, "params_m").ours == 3.332 and cell(long, MC_ORIG, "params_m").ours == 3.394
     assert cell(long, MC_BLOCK, "speedup").ours == NOT_EVALUATED
-    assert cell(long, "Block Drop + 4-bit AWQ", "speedup").published == 6.05
+    headline = "AWQ 4-bit + Layer Drop (the headline)"  # the paper's Table 3 row of its 6.05x / 20.0 GB
+    assert (
+        cell(long, headline, "speedup").published == 6.05
+        and cell(long, headline, "memory_gb").published == 20.0
+    )
+    assert cell(long, MC_ORIG, "average").published == 71.5 and cell(long, MC_BLOCK, "mmlu").published == 67.9
     v = verdict(spec, spec.claims[0], long)
     assert "Block Drop keeps 90.0%" in v and "does not hold" in v and "threshold 92%" in v
-    with pytest.raises(KeyError, match="params_after"):
-        compression_extras({"params_before": {"total": 1}})
+    with pytest.raises(KeyError, match="compress/moe_compression has no params_after"):
+        compression_extras({"compress/moe_compression": {"params_before": {"total": 1}}})
 
 
 def test_verdict_chance_and_lower_is_better():
@@ -355,8 +361,8 @@ def write_fixture_results(wf: Path) -> None:
             for s, w in zip((0, 5), weights, strict=True)
         ]
         path.write_text(json.dumps({"rounds": rounds, "final_weights": weights[-1]}))  # fmt: skip
-    (wf / "results" / "compress").mkdir(parents=True)
-    (wf / "results" / "compress" / "block_scores.json").write_text(
+    (wf / "results" / "compress" / "block_drop").mkdir(parents=True)
+    (wf / "results" / "compress" / "block_drop" / "recipe.json").write_text(
         json.dumps({"params_before": {"total": 3_000_000}, "params_after": {"total": 2_500_000}})
     )
     (wf / "results" / "pretrain").mkdir(parents=True)

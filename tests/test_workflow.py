@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -86,6 +87,7 @@ def test_smoke_workflow_end_to_end(tmp_path):
         snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=wf)
     check_moe_sft_mixtures(wf)
     check_post_training(wf)
+    check_compression(wf)
     paper = wf / "results" / "papers" / "llama_moe"
     table = pd.read_csv(paper / "table_main.csv")
     assert set(table.ours_from.dropna()) == {
@@ -116,8 +118,8 @@ def test_smoke_workflow_end_to_end(tmp_path):
     assert load.groupby(["source", "layer"]).fraction.sum().round(6).eq(1).all()
     log = pd.read_csv(wf / "results" / "pretrain" / "log.csv")
     assert list(log.step) == list(range(1, 7))
-    compressed = json.loads((wf / "results" / "models" / "compress" / "config.json").read_text())
-    assert compressed["num_hidden_layers"] == 3
+    compressed = json.loads((wf / "results/compress/block_drop/model/config.json").read_text())
+    assert compressed["num_hidden_layers"] == 3  # the headline recipe (stage compress): Block Drop of 1 of 4
     manifest = json.loads((wf / "resources" / "manifest.json").read_text())
     assert any(k.endswith(".safetensors") for k in manifest)
     # rebuilding one table by naming its file does no work when nothing changed
@@ -163,6 +165,33 @@ def check_moe_sft_mixtures(wf: Path) -> None:
     )  # trained on the dynamic run's weights
     cycle = json.loads((wf / "results/sft_mixture/sequential/seed1227/summary.json").read_text())
     assert [h["weights"]["code"] for h in cycle["weight_history"]] == [1.0, 0.0]  # a one-hot on code, rolled
+
+
+def check_compression(wf: Path) -> None:
+    """`all` compresses with the headline recipe only; moe_compression_methods runs every recipe of compress.methods
+    on the tiny SFT MoE (4 blocks, 4 experts top-2) and fills table_methods / table_recipe."""
+    from safetensors.torch import load_file
+
+    recipes = yaml.safe_load((wf / "config/smoke.yaml").read_text())["compress"]["recipes"]
+    methods = yaml.safe_load((wf / "config.yaml").read_text())["compress"]["methods"]
+    assert not (wf / "results/compress/wanda").exists()
+    snakemake("moe_compression_methods", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=wf)
+    for recipe in methods:
+        report = json.loads((wf / f"results/compress/{recipe}/recipe.json").read_text())
+        assert report["recipe"] == recipe and len(report["steps"]) == len(recipes.get(recipe, [None]))
+    config = {r: json.loads((wf / f"results/compress/{r}/model/config.json").read_text()) for r in methods}
+    assert config["expert_drop_layer"]["num_experts_per_layer"] == [3, 3, 3, 3]
+    assert sum(config["expert_drop_global"]["num_experts_per_layer"]) == 12
+    assert config["layer_drop"]["mlp_layer_types"].count("none") == 1
+    assert config["awq_4bit+block_drop"]["num_hidden_layers"] == 3
+    weights = load_file(wf / "results/compress/wanda_2of4/model/model.safetensors")
+    gate = weights["model.layers.0.mlp.experts.gate_proj"]
+    assert ((gate.reshape(-1, 4) != 0).sum(-1) == 2).all()  # 2 of every 4 inputs kept
+    methods_table = pd.read_csv(wf / "results/papers/moe_compression/table_methods.csv")
+    avg = methods_table[methods_table.column == "avg_common"].set_index("row").ours
+    assert pd.to_numeric(avg).notna().all() and len(avg) == 17  # the model before compression + 16 methods
+    recipe_md = (wf / "results/papers/moe_compression/table_recipe.md").read_text()
+    assert "AWQ 4-bit + Layer Drop" in recipe_md and "92" in recipe_md
 
 
 def check_post_training(wf: Path) -> None:

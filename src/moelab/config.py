@@ -56,6 +56,7 @@ def check_config(cfg: dict) -> None:
             f"compress.calib_domain={calib!r} is not in data.pretrain_domains {sorted(domains)}"
         )
     check_launcher(cfg)
+    compress_recipes(cfg)
     cpt_ablation_runs(cfg)
     sft_mixture_runs(cfg)
     post_training_runs(cfg)
@@ -502,13 +503,50 @@ def _check_split(facts, num_experts: int, key: str) -> None:
         )
 
 
+def compress_recipes(cfg: dict) -> dict[str, list[dict]]:
+    """The compression recipes of ``compress.recipes``, checked (:func:`moelab.compress.recipe.check_recipes`).
+
+    Raises: ConfigError naming the key of a bad recipe or step.
+    """
+    from moelab.compress.recipe import check_recipes  # torch-free
+
+    try:
+        return check_recipes(cfg["compress"])
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+
+
 def _check_n_drop(cfg: dict, facts, where: str) -> None:
-    n_drop = cfg["compress"]["n_drop"]
-    if facts is not None and not n_drop < facts.num_hidden_layers:
-        raise ConfigError(
-            f"compress.n_drop={n_drop} must be below the {facts.num_hidden_layers} blocks of {where} "
-            f"({facts.source})"
-        )
+    """Every recipe's Block Drop steps leave at least one block of the model compressed."""
+    from moelab.compress.recipe import blocks_dropped
+
+    if facts is None:
+        return
+    for name, steps in compress_recipes(cfg).items():
+        n_drop = blocks_dropped(steps)
+        if not n_drop < facts.num_hidden_layers:
+            raise ConfigError(
+                f"compress.recipes.{name} drops {n_drop} blocks (block_drop n_drop): it must leave one of the "
+                f"{facts.num_hidden_layers} blocks of {where} ({facts.source})"
+            )
+        for i, step in enumerate(steps):
+            if step["method"] == "layer_drop" and not step["n_drop"] < facts.num_hidden_layers:
+                raise ConfigError(
+                    f"compress.recipes.{name}[{i}].n_drop={step['n_drop']} must be below the "
+                    f"{facts.num_hidden_layers} FFN layers of {where} ({facts.source})"
+                )
+
+
+def _check_expert_drop(cfg: dict) -> None:
+    """Expert Drop keeps between top_k and num_experts - 1 experts of our own MoE (construct section)."""
+    c = cfg["construct"]
+    for name, steps in compress_recipes(cfg).items():
+        for i, step in enumerate(steps):
+            if step["method"] == "expert_drop" and not c["top_k"] <= step["keep"] < c["num_experts"]:
+                raise ConfigError(
+                    f"compress.recipes.{name}[{i}].keep={step['keep']} must lie in [construct.top_k="
+                    f"{c['top_k']}, construct.num_experts={c['num_experts']}) (the MoE compressed)"
+                )
 
 
 def check_model_facts(cfg: dict) -> None:
@@ -517,7 +555,7 @@ def check_model_facts(cfg: dict) -> None:
     The dense model's sizes (``model.tiny``, a local folder's config.json, or the GGUF header) decide: every
     construction's num_experts divides intermediate_size (equal expert slices, LLaMA-MoE sec. 3.1), the
     attention MoE picks at most num_key_value_heads groups, sequence lengths fit max_position_embeddings, and
-    compress.n_drop leaves a block. Local base_model folders (sft / compress) must exist and hold a config.json.
+    every compression recipe leaves a block. Local base_model folders (sft / compress) must exist and hold a config.json.
     A hub id is checked after its download (its sizes are unknown here).
 
     Raises:
@@ -553,6 +591,8 @@ def check_model_facts(cfg: dict) -> None:
                 raise ConfigError(f"{key}={length} exceeds max_position_embeddings={limit} of {facts.source}")
         if not cfg["compress"].get("base_model"):
             _check_n_drop(cfg, facts, "the dense model")
+    if not cfg["compress"].get("base_model"):
+        _check_expert_drop(cfg)
     _check_n_drop(cfg, bases["compress"], "compress.base_model")
 
 

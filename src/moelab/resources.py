@@ -304,12 +304,14 @@ def eval_tokens(cfg: dict, paper: str) -> float:
 
 
 # Rules sized as another rule's job (rule, fixed wildcards): an SFT mixture run is an SFT job of the same
-# settings, its evaluation the evaluation of the SFT stage (rules/sft_mixture.smk).
+# settings, its evaluation the evaluation of the SFT stage (rules/sft_mixture.smk); a compression recipe's
+# evaluation that of the compress stage.
 SIZED_AS = {
     "sft_mixture_train": ("sft", {}),
     "sft_mixture_eval": ("evaluate", {"stage": "sft"}),
     "post_train": ("sft", {}),
     "post_train_eval": ("evaluate", {"stage": "sft"}),
+    "compress_eval": ("evaluate", {"stage": "compress"}),
 }
 
 

@@ -133,7 +133,7 @@ class TableSpec:
     reference: str | None = None  # row label for `retained` columns
     extras: dict[str, str] = field(
         default_factory=dict
-    )  # source key -> extra input kind (e.g. "block_scores")
+    )  # source key -> extra input kind (e.g. "compress_report")
 
     def __post_init__(self):
         labels = [r.label for r in self.rows]

@@ -26,8 +26,8 @@ END = "<!-- END status -->"
 
 def _built_stages(config_path: str | Path = "config.yaml") -> tuple[str, ...]:
     """The pipeline's stages (``moelab.evaluate.plan.STAGES``), the MoE-SFT mixture runs (``sft_<run>``,
-    rules/sft_mixture.smk) and the post-training runs (``<run>``, rules/post_training.smk) of the demo config
-    when ``config_path`` exists."""
+    rules/sft_mixture.smk), the post-training runs (``<run>``, rules/post_training.smk) and the compression
+    recipes evaluated (``compress/<recipe>``, rules/compress.smk) of the demo config when ``config_path`` exists."""
     import yaml
 
     from moelab.evaluate.plan import STAGES
@@ -36,7 +36,8 @@ def _built_stages(config_path: str | Path = "config.yaml") -> tuple[str, ...]:
     cfg = yaml.safe_load(path.read_text()) if path.exists() else {}
     runs = (cfg.get("sft_mixture") or {}).get("runs") or {}
     post = (cfg.get("post_training") or {}).get("table") or []
-    return (*STAGES, *(f"sft_{run}" for run in runs), *post)
+    recipes = (cfg.get("compress") or {}).get("methods") or []
+    return (*STAGES, *(f"sft_{run}" for run in runs), *post, *(f"compress/{r}" for r in recipes))
 
 
 def _published(spec) -> tuple[str, int]:
@@ -53,7 +54,7 @@ def _published(spec) -> tuple[str, int]:
 
 
 def _stage_label(source: str, paper: str) -> str:
-    stage, of = source.split("/")
+    stage, of = source.rsplit("/", 1)
     return f"`{stage}`" if of == paper else f"`{source}`"
 
 
@@ -89,9 +90,9 @@ def status_markdown(stages: Iterable[str] | None = None) -> str:
                 status, ours = f"built{where}", "our runs"
             else:
                 sources = spec.sources()
-                have = [s for s in sources if s.split("/")[0] in built]
-                lack = [s for s in sources if s.split("/")[0] not in built]
-                waiting.update(s.split("/")[0] for s in lack)
+                have = [s for s in sources if s.rsplit("/", 1)[0] in built]
+                lack = [s for s in sources if s.rsplit("/", 1)[0] not in built]
+                waiting.update(s.rsplit("/", 1)[0] for s in lack)
                 if have:
                     with_ours.add(paper)
                 status = ("built" if not lack else "partly built" if have else "not built yet") + where

@@ -65,22 +65,24 @@ def write_table(df: pd.DataFrame, csv_path: Path, md_path: Path, title: str, not
     Path(md_path).write_text(f"# {title}\n\n{body}\n\n" + "\n\n".join(notes) + "\n")
 
 
-def compression_extras(block_scores: dict) -> dict[str, dict[str, float]]:
-    """``extra`` cells of the compression table from ``block_scores.json`` (``params_before/after.total``):
-    total parameters in millions before (source ``compress_base/moe_compression``) and after Block Drop
-    (``compress/moe_compression``).
+def compression_extras(reports: dict[str, dict]) -> dict[str, dict[str, float]]:
+    """``extra`` cells of the compression tables from recipe reports (``results/compress/<recipe>/recipe.json``).
 
+    Args:
+        reports: source key of the compressed model's row (e.g. ``compress/moe_compression``, the headline, or
+            ``compress/<recipe>/moe_compression``) -> its report (``params_before/after.total``: parameters).
+    Returns:
+        source -> {"params_m": total parameters in millions}; ``compress_base/moe_compression`` (the model before
+        compression, the same for every recipe) gets ``params_before``.
     Raises:
         KeyError: naming the missing field.
     """
     out = {}
-    for key, source in (
-        ("params_before", "compress_base/moe_compression"),
-        ("params_after", "compress/moe_compression"),
-    ):
-        if key not in block_scores or "total" not in block_scores[key]:
-            raise KeyError(f"block_scores.json has no {key}.total")
-        out[source] = {"params_m": round(block_scores[key]["total"] / 1e6, 3)}
+    for source, report in reports.items():
+        for key, row in (("params_before", "compress_base/moe_compression"), ("params_after", source)):
+            if key not in report or "total" not in report[key]:
+                raise KeyError(f"recipe.json of {source} has no {key}.total")
+            out[row] = {"params_m": round(report[key]["total"] / 1e6, 3)}
     return out
 
 
