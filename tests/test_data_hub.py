@@ -201,10 +201,7 @@ def test_download_rules_take_the_hub_path(slimpajama, tmp_path):
         },
         "pretrain": {"domain_weights": {"c4": 1, "github": 1, "code": 0, "books": 0, "web": 0, "wiki": 0}},
         "sft": {"domain_weights": {"chat": 1, "general": 0, "math": 0, "code": 0, "explain": 0}},
-        "compress": {  # the tiny hub model has 2 blocks
-            "calib_domain": "c4",
-            "recipes": {"block_drop": [{"method": "block_drop", "n_drop": 1}]},
-        },
+        "compress": {"calib_domain": "c4"},
         # MoE-SFT's roles name the demo's data sets: a config with other data sets says which stands for which
         "sft_mixture": {"roles": dict.fromkeys(["code", "math", "orca", "sharegpt"], "chat")},
     }
@@ -222,6 +219,12 @@ def test_download_rules_take_the_hub_path(slimpajama, tmp_path):
     cfg["post_training"] = {
         stage: {"domain_weights": {**{d: 0 for d in post[stage]["domain_weights"]}, "chat": 1}}
         for stage in ("stage1", "stage2")
+    }
+    # the tiny hub model has 2 blocks: every recipe that drops blocks or FFN layers drops one
+    recipes = yaml.safe_load((wf / "config.yaml").read_text())["compress"]["recipes"]
+    cfg["compress"]["recipes"] = {
+        name: [{**st, "n_drop": 1} if "n_drop" in st else st for st in steps]
+        for name, steps in recipes.items()
     }
     (wf / "hub.yaml").write_text(json.dumps(cfg))
     targets = ["resources/data/pretrain/c4.jsonl", "resources/data/sft/chat.jsonl", "resources/models/dense"]
