@@ -32,6 +32,23 @@ def tiny_llama(num_layers: int = 2, vocab: int = 256, seed: int = 0) -> LlamaFor
     return LlamaForCausalLM(cfg).eval()
 
 
+def tiny_softmax_moe(num_layers: int = 2, num_experts: int = 4, num_shared_experts: int = 0):
+    """``tiny_llama`` split into a seeded LlamaMoE (random split, top-2, softmax -> top-k router, linear gate), eval
+    mode: the compression tests' model."""
+    from moelab.construct import dense_to_moe, random_split
+
+    return dense_to_moe(
+        tiny_llama(num_layers=num_layers),
+        random_split(128, num_experts, seed=5, num_layers=num_layers),
+        top_k=2,
+        router_type="softmax_topk",
+        gate_network="linear",
+        balance_loss_weight=0.0,
+        seed=1,
+        num_shared_experts=num_shared_experts,
+    ).eval()
+
+
 @pytest.fixture
 def tiny_model():
     return tiny_llama()

@@ -2,23 +2,13 @@
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import tiny_llama, tiny_softmax_moe
 
 from moelab.compress.calibration import expert_linear_inputs, expert_token_index, routed_inputs
-from moelab.construct import dense_to_moe, random_split
 
 
 def tiny_moe():
-    moe = dense_to_moe(
-        tiny_llama(),
-        random_split(128, 4, seed=5, num_layers=2),
-        top_k=2,
-        router_type="softmax_topk",
-        gate_network="linear",
-        balance_loss_weight=0.0,
-        seed=1,
-    )
-    return moe.eval()
+    return tiny_softmax_moe()
 
 
 def batches():

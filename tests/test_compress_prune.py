@@ -3,7 +3,7 @@ that prune_experts touches only the experts' linear weights."""
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import tiny_softmax_moe
 
 from moelab.compress.calibration import expert_linears, routed_inputs
 from moelab.compress.prune import (
@@ -13,21 +13,10 @@ from moelab.compress.prune import (
     sparsegpt_prune,
     wanda_mask,
 )
-from moelab.construct import dense_to_moe, random_split
 
 
 def tiny_moe(num_experts=4, shared=0):
-    moe = dense_to_moe(
-        tiny_llama(),
-        random_split(128, num_experts, seed=5, num_layers=2),
-        top_k=2,
-        router_type="softmax_topk",
-        gate_network="linear",
-        balance_loss_weight=0.0,
-        seed=1,
-        num_shared_experts=shared,
-    )
-    return moe.eval()
+    return tiny_softmax_moe(num_experts=num_experts, num_shared_experts=shared)
 
 
 def batches():

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import tiny_llama, tiny_softmax_moe
 
 from moelab.compress.quantize import (
     awq_quantize,
@@ -12,21 +12,10 @@ from moelab.compress.quantize import (
     rtn_quantize,
     weight_bits_report,
 )
-from moelab.construct import dense_to_moe, random_split
 
 
 def tiny_moe(num_shared_experts: int = 0):
-    moe = dense_to_moe(
-        tiny_llama(),
-        random_split(128, 4, seed=5, num_layers=2),
-        top_k=2,
-        router_type="softmax_topk",
-        gate_network="linear",
-        balance_loss_weight=0.0,
-        seed=1,
-        num_shared_experts=num_shared_experts,
-    )
-    return moe.eval()
+    return tiny_softmax_moe(num_shared_experts=num_shared_experts)
 
 
 def batches():

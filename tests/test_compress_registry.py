@@ -5,24 +5,15 @@ import inspect
 
 import pytest
 import torch
-from conftest import tiny_llama
+from conftest import tiny_softmax_moe
 
 from moelab.compress.recipe import STEP_PARAMS
 from moelab.compress.registry import COMPRESS_METHODS, run_recipe
-from moelab.construct import dense_to_moe, random_split
 from moelab.models import LlamaMoEForCausalLM
 
 
 def tiny_moe(num_layers=4):
-    return dense_to_moe(
-        tiny_llama(num_layers=num_layers),
-        random_split(128, 4, seed=5, num_layers=num_layers),
-        top_k=2,
-        router_type="softmax_topk",
-        gate_network="linear",
-        balance_loss_weight=0.0,
-        seed=1,
-    ).eval()
+    return tiny_softmax_moe(num_layers=num_layers)
 
 
 def batches():
