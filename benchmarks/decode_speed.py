@@ -29,25 +29,14 @@ from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 from moelab.construct import dense_to_moe, random_split
 from moelab.evaluate.speed import compare_speed, flops_per_token, format_machine, machine_info, peak_memory_mb
 from moelab.io import count_parameters, load_model, save_model
+from moelab.model_facts import SMOLLM2_135M
 from moelab.runtime import DTYPES
-
-SMOLLM2_135M = dict(
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    max_position_embeddings=8192,
-    rope_theta=100000.0,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=True,
-)
 
 
 def tiny_models(layers: int, seed: int) -> dict:
     """Random dense SmolLM2-135M-shaped LLaMA with ``layers`` layers and its LLaMA-MoE 2/8 (random split)."""
     torch.manual_seed(seed)
-    dense = LlamaForCausalLM(LlamaConfig(**SMOLLM2_135M, num_hidden_layers=layers)).eval()
+    dense = LlamaForCausalLM(LlamaConfig(**{**SMOLLM2_135M, "num_hidden_layers": layers})).eval()
     moe = dense_to_moe(
         dense,
         random_split(SMOLLM2_135M["intermediate_size"], 8, seed=seed, num_layers=layers),

@@ -27,20 +27,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from moelab.model_facts import SMOLLM2_135M
 from moelab.models import LlamaMoEConfig, LlamaMoEForCausalLM
-
-SMOLLM2_135M = dict(
-    vocab_size=49152,
-    hidden_size=576,
-    intermediate_size=1536,
-    num_hidden_layers=30,
-    num_attention_heads=9,
-    num_key_value_heads=3,
-    max_position_embeddings=8192,
-    rope_theta=100000.0,
-    rms_norm_eps=1e-5,
-    tie_word_embeddings=True,
-)
 
 
 def build(args) -> dict:

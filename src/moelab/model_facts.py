@@ -21,6 +21,20 @@ from moelab.errors import ConfigError
 from moelab.files import looks_local, package_file
 
 # GGUF value types -> struct format (8 = string, 9 = array are read by hand)
+# SmolLM2-135M's LlamaConfig fields (the demo model; its GGUF header gives the same sizes): the shape the benchmarks
+# build random dense and MoE models of.
+SMOLLM2_135M = dict(
+    vocab_size=49152,
+    hidden_size=576,
+    intermediate_size=1536,
+    num_hidden_layers=30,
+    num_attention_heads=9,
+    num_key_value_heads=3,
+    max_position_embeddings=8192,
+    rope_theta=100000.0,
+    rms_norm_eps=1e-5,
+    tie_word_embeddings=True,
+)
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
 
 
