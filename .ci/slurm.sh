@@ -2,7 +2,8 @@
 # Real-Slurm test of profiles/slurm: installs Debian's slurm-wlm + munge, starts a one-node cluster on
 # localhost (munged, slurmctld, slurmd; no systemd) and runs two phases in a copy of the workflow:
 #   smoke:  snakemake --profile profiles/slurm --profile profiles/slurm-ci --configfile config/smoke.yaml
-#           every job went through sbatch and completed; the evaluate jobs got a (fake) GPU through gres.
+#           every job went through sbatch (the cluster-local report rules and evaluation-data downloads ran on
+#           the submit host) and completed; the evaluate jobs got a (fake) GPU through gres.
 #   smoke_tests: tests/test_workflow.py::test_smoke_workflow_end_to_end on that folder (MOELAB_SMOKE_WORKDIR): its
 #           checks, then targets moe_sft_baselines and llama_moe_v2 locally in the same folder.
 #   resume: the smoke pretrain made long (300 steps, a checkpoint every 10) with a 1-minute Slurm time limit
