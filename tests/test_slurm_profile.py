@@ -281,3 +281,16 @@ def test_a_phase_checks_only_its_own_jobcomp_lines(tmp_path):
     log.write_text("JobId=1 JobState=COMPLETED\nJobId=2 JobState=TIMEOUT\nJobId=3 JobState=COMPLETED\n")
     assert sorted(check.read_jobcomp(log, skip=2)) == ["3"]
     assert check.read_jobcomp(tmp_path / "absent.log") == {}
+
+
+def test_ci_smoke_tests_exist_and_are_slow():
+    """.ci/run deselects the tests of .ci/smoke_tests.txt and .ci/slurm.sh runs them on its smoke folder: a renamed
+    test would otherwise drop out of CI silently."""
+    names = (ROOT / ".ci" / "smoke_tests.txt").read_text().split()
+    assert "tests/test_workflow.py::test_smoke_workflow_end_to_end" in names and len(names) == 3
+    for node in names:
+        path, func = node.split("::")
+        source = (ROOT / path).read_text()
+        assert f"@pytest.mark.slow\ndef {func}(" in source, node
+        body = source.split(f"def {func}(", 1)[1].split("\ndef ", 1)[0]
+        assert "smoke_workdir(tmp_path)" in body, node  # it reuses the folder MOELAB_SMOKE_WORKDIR names
