@@ -32,6 +32,10 @@ include: "rules/sft_mixture.smk"
 include: "rules/post_training.smk"
 
 
+# cluster runs: the report rules and the evaluation-data downloads run here, not one sbatch job each
+workflow.localrules(*CLUSTER_LOCAL_RULES)  # the `localrules:` directive takes literal names only
+
+
 rule all:
     input:
         rules.papers.input,

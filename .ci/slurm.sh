@@ -2,9 +2,11 @@
 # Real-Slurm test of profiles/slurm: installs Debian's slurm-wlm + munge, starts a one-node cluster on
 # localhost (munged, slurmctld, slurmd; no systemd) and runs two phases in a copy of the workflow:
 #   smoke:  snakemake --profile profiles/slurm --profile profiles/slurm-ci --configfile config/smoke.yaml
-#           every job went through sbatch and completed; the evaluate jobs got a (fake) GPU through gres.
-#   smoke_tests: tests/test_workflow.py::test_smoke_workflow_end_to_end on that folder (MOELAB_SMOKE_WORKDIR): its
-#           checks, then targets moe_sft_baselines and llama_moe_v2 locally in the same folder.
+#           every job went through sbatch (the cluster-local report rules and evaluation-data downloads ran on
+#           the submit host) and completed; the evaluate jobs got a (fake) GPU through gres.
+#   smoke_tests: the smoke workflow tests of .ci/smoke_tests.txt on that folder (MOELAB_SMOKE_WORKDIR): the smoke
+#           DAG's checks and follow-on targets (moe_sft_baselines, llama_moe_v2, moe_compression_methods), the
+#           construction and CPT-data ablations, each running only its own jobs there (.ci/run deselects them).
 #   resume: the smoke pretrain made long (300 steps, a checkpoint every 10) with a 1-minute Slurm time limit
 #           (job_resources) and --retries 2: Slurm kills the first attempt (TIMEOUT), Snakemake resubmits it
 #           with the limit grown x1.5 (2 min), the retry resumes from the last checkpoint and COMPLETES.
@@ -219,15 +221,16 @@ phase_smoke() { # the whole smoke DAG; every job through sbatch and COMPLETED, e
         --workdir "$WF" --gpu-rule evaluate --jobcomp-skip "$skip"
 }
 
-phase_smoke_tests() { # the smoke workflow test on the folder the smoke phase built through Slurm: its checks,
-    # then its follow-on targets (moe_sft_baselines, llama_moe_v2) run locally in that folder (.ci/run deselects
-    # the test from `make test`, so CI builds the smoke DAG once)
+phase_smoke_tests() { # the smoke workflow tests on the folder the smoke phase built through Slurm; each runs its
+    # own targets locally there (.ci/run deselects them from `make test`, so CI builds the smoke DAG once)
     local t=$SECONDS
     [[ -f $WF/results/papers/llama_moe/table_main.csv ]] || die "smoke_tests needs the smoke phase first"
-    say "pytest tests/test_workflow.py::test_smoke_workflow_end_to_end on $WF"
+    local tests
+    mapfile -t tests <"$ROOT/.ci/smoke_tests.txt"
+    say "pytest ${tests[*]} on $WF"
     (cd "$ROOT" && MOELAB_SMOKE_WORKDIR=$WF OMP_WAIT_POLICY=PASSIVE "$PY" -m pytest -q -p no:cacheprovider \
-        tests/test_workflow.py::test_smoke_workflow_end_to_end) || die "the smoke workflow test failed"
-    say "smoke workflow test done in $((SECONDS - t))s"
+        --durations=0 "${tests[@]}") || die "a smoke workflow test failed"
+    say "smoke workflow tests done in $((SECONDS - t))s"
 }
 
 phase_resume() { # a training job killed at its Slurm time limit is resubmitted and resumes from its checkpoint

@@ -1,6 +1,8 @@
 """Checks after the Slurm runs of .ci/slurm.sh.
 
-Smoke phase: every job went through sbatch and completed, evaluate got the fake GPU.
+Smoke phase: every job went through sbatch and completed, evaluate got the fake GPU; only the rules the workflow
+declares local on a cluster (moelab.report.papers.CLUSTER_LOCAL_RULES: report rules, evaluation-data downloads)
+ran on the submit host.
 Resume phase (--resume-rule): the training job hit its Slurm time limit (TIMEOUT), Snakemake resubmitted it,
 and the later attempt resumed from a checkpoint (`resumed_from` in the training summary) and COMPLETED.
 
@@ -15,6 +17,8 @@ import subprocess
 import sys
 from collections import Counter
 from pathlib import Path
+
+from moelab.report.papers import CLUSTER_LOCAL_RULES
 
 RULE_RE = re.compile(r"^(local)?rule (\w+):$")
 JOBID_RE = re.compile(r"^\s+jobid: (\d+)$")
@@ -128,8 +132,11 @@ def main() -> int:
     for jobid in sorted(remote - set(submitted)):
         errors.append(f"job {jobid} ({rules[jobid]}) ran without a SLURM job id")
     for jobid, has_output in sorted(local.items()):
-        if has_output:
+        if has_output and rules[jobid] not in CLUSTER_LOCAL_RULES:
             errors.append(f"job {jobid} ({rules[jobid]}) ran locally, not through sbatch")
+    for jobid, slurm_id in sorted(submitted.items()):
+        if rules.get(jobid) in CLUSTER_LOCAL_RULES:
+            errors.append(f"job {jobid} ({rules[jobid]}) went through sbatch (SLURM {slurm_id}), not the submit host")
 
     comp = read_jobcomp(args.jobcomp, args.jobcomp_skip)
     for jobid, slurm_id in sorted(submitted.items()):
@@ -160,7 +167,8 @@ def main() -> int:
     print(
         f"[slurm-ci] {len(submitted)} jobs went through sbatch, all COMPLETED "
         f"({', '.join(f'{r} {n}' for r, n in sorted(per_rule.items()))}); "
-        f"{len(local)} target-only job(s) finished by Snakemake itself; "
+        f"{sum(local.values())} job(s) of the cluster-local rules ran on the submit host, "
+        f"{len(local) - sum(local.values())} target-only job(s) finished by Snakemake itself; "
         f"{len(gpu_jobs)} {args.gpu_rule} jobs allocated gres/gpu=1"
     )
     return 0

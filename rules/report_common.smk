@@ -3,7 +3,7 @@ import os
 import sys
 
 from moelab.papers import PAPER_LABELS, PAPERS
-from moelab.report.papers import OUTPUTS, TABLES, index_markdown
+from moelab.report.papers import CLUSTER_LOCAL_RULES, OUTPUTS, TABLES, index_markdown
 from moelab.report.papers.moe_compression import MOE_COMPRESSION_METHODS, MOE_COMPRESSION_RECIPE
 
 PAPERS_DIR = "results/papers"

@@ -218,6 +218,32 @@ def test_check_flags_a_local_job_with_outputs():
     assert local == {0: True}
 
 
+def test_check_allows_only_the_cluster_local_rules_on_the_submit_host(tmp_path):
+    from moelab.report.papers import CLUSTER_LOCAL_RULES
+
+    assert {"paper_index", "download_eval_data", "llama_moe_table_main"} <= set(CLUSTER_LOCAL_RULES)
+    assert not {"evaluate", "pretrain", "sft", "compress"} & set(CLUSTER_LOCAL_RULES)
+    local = (
+        "localrule paper_index:\n    output: results/papers/llama_moe/index.md\n    jobid: 5\n\n"
+        "localrule sft:\n    output: results/models/sft\n    jobid: 6\n\n"
+        "rule llama_moe_table_main:\n    output: results/papers/llama_moe/table_main.csv\n    jobid: 8\n"
+        "Job 8 has been submitted with SLURM jobid 9 (log: x/9.log).\n"
+    )
+    (tmp_path / "snakemake.log").write_text(LOG.replace("3 of 3 steps", local + "3 of 3 steps"))
+    (tmp_path / "jobcomp.log").write_text(
+        "JobId=7 Name=a JobState=COMPLETED\nJobId=9 Name=b JobState=COMPLETED\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "slurm_check.py"), "--log", str(tmp_path / "snakemake.log"),
+         "--jobcomp", str(tmp_path / "jobcomp.log"), "--workdir", str(tmp_path)],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "job 6 (sft) ran locally, not through sbatch" in proc.stderr
+    assert "job 8 (llama_moe_table_main) went through sbatch (SLURM 9), not the submit host" in proc.stderr
+    assert "(paper_index)" not in proc.stderr
+
+
 RESUME_LOG = """rule pretrain:
     output: results/models/pretrain
     jobid: 0
@@ -255,3 +281,16 @@ def test_a_phase_checks_only_its_own_jobcomp_lines(tmp_path):
     log.write_text("JobId=1 JobState=COMPLETED\nJobId=2 JobState=TIMEOUT\nJobId=3 JobState=COMPLETED\n")
     assert sorted(check.read_jobcomp(log, skip=2)) == ["3"]
     assert check.read_jobcomp(tmp_path / "absent.log") == {}
+
+
+def test_ci_smoke_tests_exist_and_are_slow():
+    """.ci/run deselects the tests of .ci/smoke_tests.txt and .ci/slurm.sh runs them on its smoke folder: a renamed
+    test would otherwise drop out of CI silently."""
+    names = (ROOT / ".ci" / "smoke_tests.txt").read_text().split()
+    assert "tests/test_workflow.py::test_smoke_workflow_end_to_end" in names and len(names) == 3
+    for node in names:
+        path, func = node.split("::")
+        source = (ROOT / path).read_text()
+        assert f"@pytest.mark.slow\ndef {func}(" in source, node
+        body = source.split(f"def {func}(", 1)[1].split("\ndef ", 1)[0]
+        assert "smoke_workdir(tmp_path)" in body, node  # it reuses the folder MOELAB_SMOKE_WORKDIR names

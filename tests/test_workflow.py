@@ -32,6 +32,14 @@ def copy_workflow(dest: Path) -> Path:
     return dest
 
 
+def smoke_workdir(tmp_path: Path) -> tuple[Path, bool]:
+    """(workflow folder, whether its smoke DAG already ran): MOELAB_SMOKE_WORKDIR when set (.ci/slurm.sh's
+    smoke_tests phase points it at the folder its Slurm smoke phase built, so CI builds the smoke DAG once and each
+    smoke workflow test only runs its own targets there), else a fresh copy of the workflow under ``tmp_path``."""
+    done = os.environ.get("MOELAB_SMOKE_WORKDIR")
+    return (Path(done), True) if done else (copy_workflow(tmp_path), False)
+
+
 @pytest.mark.parametrize("configfile", [None, "config/smoke.yaml"])
 def test_dry_run(configfile, tmp_path):
     wf = copy_workflow(tmp_path)
@@ -81,8 +89,7 @@ def test_smoke_workflow_end_to_end(tmp_path):
     With MOELAB_SMOKE_WORKDIR set to a workflow copy whose smoke DAG already ran (e.g. the one .ci/slurm.sh's smoke
     phase leaves with MOELAB_SLURM_KEEP=1), the checks run on that folder instead of running the DAG again.
     """
-    done = os.environ.get("MOELAB_SMOKE_WORKDIR")
-    wf = Path(done) if done else copy_workflow(tmp_path)
+    wf, done = smoke_workdir(tmp_path)
     if not done:
         snakemake("--cores", "2", "--configfile", "config/smoke.yaml", cwd=wf)
     check_moe_sft_mixtures(wf)

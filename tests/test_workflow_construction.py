@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_workflow import copy_workflow, snakemake
+from test_workflow import copy_workflow, smoke_workdir, snakemake
 
 METHODS = {"random", "sequential", "clustering", "coactivation", "sharing_inner", "sharing_inter"}
 
@@ -31,7 +31,7 @@ def test_bad_ablation_table_fails_naming_the_key(tmp_path):
 
 @pytest.mark.slow
 def test_construction_ablation_smoke(tmp_path):
-    wf = copy_workflow(tmp_path)
+    wf, _ = smoke_workdir(tmp_path)  # CI: the folder of the Slurm smoke DAG
     snakemake(
         "llama_moe_construction",
         "llama_moe_v2_ablation",

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_workflow import copy_workflow, snakemake
+from test_workflow import copy_workflow, smoke_workdir, snakemake
 
 SAMPLING = [
     "uniform",
@@ -42,7 +42,7 @@ def test_a_bad_ablation_run_fails_before_any_job(tmp_path):
 
 @pytest.mark.slow
 def test_cpt_ablation_smoke(tmp_path):
-    wf = copy_workflow(tmp_path)
+    wf, _ = smoke_workdir(tmp_path)  # CI: the folder of the Slurm smoke DAG
     snakemake("llama_moe_sampling", "--cores", "2", "--configfile", "config/smoke.yaml", cwd=wf)
     paper = wf / "results" / "papers" / "llama_moe"
     sampling = pd.read_csv(paper / "table_sampling.csv").set_index("run")

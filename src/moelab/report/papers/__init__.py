@@ -63,6 +63,14 @@ def _build_outputs() -> dict[str, dict[str, Output]]:
 
 OUTPUTS: dict[str, dict[str, Output]] = _build_outputs()
 
+# Rules a cluster run (profiles/slurm) executes where Snakemake runs, not as one sbatch job each (the Snakefile's
+# `localrules`): every paper table, figure and index (seconds of CPU each) and the evaluation-data downloads
+# (megabytes; compute nodes often have no internet). .ci/slurm_check.py allows exactly these on the submit host.
+CLUSTER_LOCAL_RULES: tuple[str, ...] = (
+    *sorted({o.rule for items in OUTPUTS.values() for o in items.values()} | {"paper_index"}),
+    "download_eval_data",
+)
+
 # Tables and figures of the papers that no stage draws yet (listed in index.md as not reproduced yet).
 PENDING: dict[str, dict[str, str]] = {paper: dict(module.PENDING) for paper, module in _MODULES.items()}
 
