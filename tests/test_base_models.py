@@ -188,7 +188,8 @@ def save_tiny_mixtral(folder, seed=0):
 
 
 def test_block_drop_on_a_mixtral_checkpoint(tmp_path):
-    """compress.base_model format hf (the paper's Mixtral-8x7B): Block Drop works on MixtralForCausalLM."""
+    """A Mixtral checkpoint re-saved as it is (materialise_pretrained; rule download_base_model converts it to our
+    LlamaMoE instead, tests/test_models_import_mixtral.py): Block Drop works on MixtralForCausalLM too."""
     hub = str(save_tiny_mixtral(tmp_path / "hub"))
     assert materialise_pretrained(hub, tmp_path / "base") == {"source": hub, "commit": None}  # provenance
     model, _ = load_model(tmp_path / "base")
@@ -207,7 +208,7 @@ COMPRESSED = "results/compress/block_drop/model"  # stage compress: the headline
 @pytest.mark.slow
 def test_base_models_through_the_download_rule(tmp_path):
     """sft.base_model / compress.base_model given as local folders shaped like the hub's: the download rule
-    converts / re-saves them, SFT starts from the LLaMA-MoE import and compression from Mixtral."""
+    converts them, SFT starts from the LLaMA-MoE v1 import and compression from the Mixtral import."""
     vocab = len(tiny_tokenizer())
     up = write_upstream(tmp_path / "hub/llama-moe", upstream_tensors(vocab), upstream_config(vocab))
     mixtral = save_tiny_mixtral(tmp_path / "hub/mixtral")
@@ -233,8 +234,8 @@ def test_base_models_through_the_download_rule(tmp_path):
     )  # SFT ran on the import (Vicuna template, uneven experts)
     assert tuned.config.expert_sizes == SIZES
     assert not torch.equal(tuned.state_dict()["lm_head.weight"], sft_base.state_dict()["lm_head.weight"])
-    compressed, _ = load_model(wf / COMPRESSED)
-    assert compressed.config.model_type == "mixtral" and compressed.config.num_hidden_layers == 3
+    compressed, _ = load_model(wf / COMPRESSED)  # the Mixtral base was imported as our LlamaMoE
+    assert compressed.config.model_type == "llama_moe" and compressed.config.num_hidden_layers == 3
     report = json.loads((wf / "results/compress/block_drop/recipe.json").read_text())
     (step,) = report["steps"]  # the smoke recipe: one Block Drop step
     assert (
@@ -245,6 +246,8 @@ def test_base_models_through_the_download_rule(tmp_path):
     meta = json.loads((wf / "resources/models/sft_base/meta.json").read_text())
     checksums = meta["extra"].pop("checksums")  # re-verified by every later step (verify_inputs)
     assert meta["config"]["format"] == "llama_moe_v1" and meta["extra"] == {"source": str(up), "commit": None}
+    meta = json.loads((wf / "resources/models/compress_base/meta.json").read_text())
+    assert meta["extra"]["converted_from"] == "mixtral"
     assert "config.json" in checksums and all(set(c) == {"sha256", "bytes"} for c in checksums.values())
 
 

@@ -98,6 +98,39 @@ def test_other_paper_configurations_are_valid_overrides(override, experts):
     assert (c["method"], c["num_experts"], c["top_k"]) == ("random", experts, 2)
 
 
+def test_every_compression_recipe_runs_on_mixtral_and_is_checked_by_its_published_sizes(paper):
+    """compress.base_model (Mixtral-8x7B) is imported as our LlamaMoE, so compress.methods lists every recipe;
+    the recipes are checked before the download against its published config.json (32 blocks, 8 experts, top-2)."""
+    from moelab.config import check_model_facts
+    from moelab.model_facts import HUB_FACTS
+    from moelab.resources import KNOWN_MODELS
+
+    k = paper["compress"]
+    assert k["methods"] == list(k["recipes"])
+    mixtral = HUB_FACTS[k["base_model"]["pretrained"]]
+    size = KNOWN_MODELS[k["base_model"]["pretrained"]]  # resources' copy of the same config.json
+    assert (mixtral.num_hidden_layers, mixtral.num_experts, mixtral.top_k) == (32, 8, 2)
+    assert (size.layers, size.experts, size.top_k, size.hidden) == (32, 8, 2, mixtral.hidden_size)
+    assert size.ffn == mixtral.num_experts * mixtral.intermediate_size
+    check_model_facts(paper)
+    for step, named in (
+        (
+            {"method": "expert_drop", "keep": 8},
+            r"keep=8 must lie in \[top_k=2, num_experts=8\) of compress.base_model",
+        ),
+        ({"method": "expert_drop", "keep": 1}, "keep=1 must lie in"),
+        (
+            {"method": "layer_drop", "n_drop": 32},
+            "n_drop=32 must be below the 32 FFN layers of compress.base_model",
+        ),
+        ({"method": "block_drop", "n_drop": 32}, "drops 32 blocks"),
+    ):
+        cfg = merged("config/paper.yaml")
+        cfg["compress"]["recipes"]["expert_drop_global"] = [step]
+        with pytest.raises(ConfigError, match=named):
+            check_model_facts(cfg)
+
+
 def test_paper_dag_builds_in_seconds(tmp_path):
     wf = copy_workflow(tmp_path)
     t0 = time.time()

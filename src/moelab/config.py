@@ -537,16 +537,22 @@ def _check_n_drop(cfg: dict, facts, where: str) -> None:
                 )
 
 
-def _check_expert_drop(cfg: dict) -> None:
-    """Expert Drop keeps between top_k and num_experts - 1 experts of our own MoE (construct section)."""
-    c = cfg["construct"]
+def _check_expert_drop(cfg: dict, base=None) -> None:
+    """Expert Drop keeps between top_k and num_experts - 1 experts of the MoE compressed: our own (construct
+    section), or compress.base_model's when its facts are known (``base``: a local folder or a known hub id)."""
+    if cfg["compress"].get("base_model"):
+        if base is None or base.num_experts is None:
+            return  # a hub id known only after its download, or a dense base (expert_drop then names it)
+        top_k, n = base.top_k, base.num_experts
+        where = f"top_k={top_k}, num_experts={n}) of compress.base_model ({base.source})"
+    else:
+        c = cfg["construct"]
+        top_k, n = c["top_k"], c["num_experts"]
+        where = f"construct.top_k={top_k}, construct.num_experts={n}) (the MoE compressed)"
     for name, steps in compress_recipes(cfg).items():
         for i, step in enumerate(steps):
-            if step["method"] == "expert_drop" and not c["top_k"] <= step["keep"] < c["num_experts"]:
-                raise ConfigError(
-                    f"compress.recipes.{name}[{i}].keep={step['keep']} must lie in [construct.top_k="
-                    f"{c['top_k']}, construct.num_experts={c['num_experts']}) (the MoE compressed)"
-                )
+            if step["method"] == "expert_drop" and not top_k <= step["keep"] < n:
+                raise ConfigError(f"compress.recipes.{name}[{i}].keep={step['keep']} must lie in [{where}")
 
 
 def check_model_facts(cfg: dict) -> None:
@@ -555,8 +561,9 @@ def check_model_facts(cfg: dict) -> None:
     The dense model's sizes (``model.tiny``, a local folder's config.json, or the GGUF header) decide: every
     construction's num_experts divides intermediate_size (equal expert slices, LLaMA-MoE sec. 3.1), the
     attention MoE picks at most num_key_value_heads groups, sequence lengths fit max_position_embeddings, and
-    every compression recipe leaves a block. Local base_model folders (sft / compress) must exist and hold a config.json.
-    A hub id is checked after its download (its sizes are unknown here).
+    every compression recipe leaves a block and keeps at least top_k experts. Local base_model folders (sft /
+    compress) must exist and hold a config.json. A hub id is checked by its published sizes when
+    `moelab.model_facts.HUB_FACTS` knows it (Mixtral-8x7B), else after its download.
 
     Raises:
         ConfigError: naming the config key to change.
@@ -591,8 +598,7 @@ def check_model_facts(cfg: dict) -> None:
                 raise ConfigError(f"{key}={length} exceeds max_position_embeddings={limit} of {facts.source}")
         if not cfg["compress"].get("base_model"):
             _check_n_drop(cfg, facts, "the dense model")
-    if not cfg["compress"].get("base_model"):
-        _check_expert_drop(cfg)
+    _check_expert_drop(cfg, bases["compress"])
     _check_n_drop(cfg, bases["compress"], "compress.base_model")
 
 

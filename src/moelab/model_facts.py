@@ -49,6 +49,8 @@ class ModelFacts:
     num_key_value_heads: int
     max_position_embeddings: int | None
     source: str  # where the facts were read, for error messages
+    num_experts: int | None = None  # routed experts per MoE layer (None: a dense model)
+    top_k: int | None = None  # experts per token
 
 
 def _read(fh, fmt: str):
@@ -118,7 +120,12 @@ def _from_gguf(path: Path) -> ModelFacts:
 
 
 def _from_dict(d: dict, source: str) -> ModelFacts:
+    """Facts from config.json fields: LLaMA's, plus the experts of Mixtral (num_local_experts,
+    num_experts_per_tok) or LlamaMoE (num_experts, top_k); intermediate_size as the file states it (Mixtral:
+    one expert's width)."""
     heads = int(d["num_attention_heads"])
+    experts = d.get("num_local_experts") or d.get("num_experts")
+    top_k = d.get("num_experts_per_tok") or d.get("top_k")
     return ModelFacts(
         num_hidden_layers=int(d["num_hidden_layers"]),
         hidden_size=int(d["hidden_size"]),
@@ -127,7 +134,23 @@ def _from_dict(d: dict, source: str) -> ModelFacts:
         num_key_value_heads=int(d.get("num_key_value_heads") or heads),
         max_position_embeddings=d.get("max_position_embeddings"),
         source=source,
+        num_experts=int(experts) if experts else None,
+        top_k=int(top_k) if experts and top_k else None,
     )
+
+
+# Released checkpoints whose sizes the config checks know before the download (their published config.json):
+# the model the MoE compression paper compresses (config/paper.yaml compress.base_model).
+HUB_FACTS = {
+    "mistralai/Mixtral-8x7B-v0.1": _from_dict(
+        {
+            "num_hidden_layers": 32, "hidden_size": 4096, "intermediate_size": 14336, "num_attention_heads": 32,
+            "num_key_value_heads": 8, "max_position_embeddings": 32768, "num_local_experts": 8,
+            "num_experts_per_tok": 2,
+        },
+        "mistralai/Mixtral-8x7B-v0.1 (its published config.json)",
+    ),
+}  # fmt: skip
 
 
 def folder_facts(folder: str | Path, key: str) -> ModelFacts:
@@ -149,8 +172,9 @@ def folder_facts(folder: str | Path, key: str) -> ModelFacts:
 
 
 def spec_facts(spec: str, key: str) -> ModelFacts | None:
-    """Facts of a ``pretrained`` spec: a local folder's, or None for a hub id (known only after download)."""
-    return folder_facts(spec, key) if looks_local(spec) else None
+    """Facts of a ``pretrained`` spec: a local folder's, a known hub id's (``HUB_FACTS``), or None for another
+    hub id (known only after download)."""
+    return folder_facts(spec, key) if looks_local(spec) else HUB_FACTS.get(spec)
 
 
 def dense_facts(model_cfg: dict) -> ModelFacts | None:

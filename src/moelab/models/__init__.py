@@ -17,6 +17,7 @@ from .configuration_llama_moe import (
 )
 from .experts import MOE_IMPLEMENTATIONS, LlamaMoEExperts
 from .export_mixtral import export_mixtral, mixtral_config, mixtral_export_problems
+from .import_mixtral import import_mixtral
 from .modeling_llama_moe import (
     LlamaMoECausalLMOutputWithPast,
     LlamaMoEDecoderLayer,
@@ -67,6 +68,7 @@ __all__ = [
     "cv_squared",
     "dense_layer_types",
     "export_mixtral",
+    "import_mixtral",
     "mixtral_config",
     "mixtral_export_problems",
     "smooth_load",

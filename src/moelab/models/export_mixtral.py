@@ -13,6 +13,9 @@ mlp.experts.gate_up_proj / down_proj through its conversion mapping):
     model.layers.{l}.block_sparse_moe.experts.{e}.w2.weight  [H, I]   (down_proj, times s)
     model.layers.{l}.block_sparse_moe.experts.{e}.w3.weight  [I, H]   (up_proj)
     everything else under its Llama name (embed_tokens, self_attn.{q,k,v,o}_proj, norms, lm_head).
+
+Balance loss: our weight w and Mixtral's router_aux_loss_coef c are mapped by `mixtral_aux_loss_coef` (the
+inverse, for the import, is `balance_loss_weight_from_mixtral`). moelab.models.import_mixtral is the inverse.
 """
 
 import json
@@ -24,7 +27,28 @@ from transformers import MixtralConfig
 
 from .configuration_llama_moe import DECODER_FIELDS
 
-_LLAMA_KEYS_KEPT = (*DECODER_FIELDS, "head_dim", "rope_parameters", "attention_dropout")
+# Config fields Mixtral and LlamaMoE share, copied as they are in both directions (export and import).
+MIXTRAL_SHARED_FIELDS = (*DECODER_FIELDS, "head_dim", "rope_parameters", "attention_dropout")
+
+
+def mixtral_aux_loss_coef(balance_loss_weight: float, top_k: int, num_moe_layers: int) -> float:
+    """Mixtral's router_aux_loss_coef c for our balance_loss_weight w: c = w * L / K.
+
+    Ours adds w * sum_l N sum_i f_li P_li (`moelab.models.routers.switch_balance_loss` per MoE layer l,
+    f_li = share of the T*K routed slots sent to expert i, P_li = mean router probability); transformers'
+    `load_balancing_loss_func` adds c * N sum_i (K mean_l f_li)(mean_l P_li) (counts over T only, averaged over
+    the L layers before the product). The two terms are equal when every layer routes alike (in particular at
+    perfect balance, where both are w * L = c * K); otherwise the cross-layer product differs from our sum of
+    per-layer products, so a trained model's gradients differ slightly. Mixtral adds its term only with
+    output_router_logits=True; ours whenever labels are given and w > 0.
+    Source: Fedus et al. 2021 (arXiv 2101.03961) eq. 4-6; transformers 5 models/mixtral load_balancing_loss_func.
+    """
+    return balance_loss_weight * num_moe_layers / top_k
+
+
+def balance_loss_weight_from_mixtral(aux_loss_coef: float, top_k: int, num_moe_layers: int) -> float:
+    """Our balance_loss_weight w for Mixtral's router_aux_loss_coef c: w = c * K / L (`mixtral_aux_loss_coef`)."""
+    return aux_loss_coef * top_k / num_moe_layers
 
 
 def mixtral_export_problems(config) -> list[str]:
@@ -63,13 +87,15 @@ def mixtral_export_problems(config) -> list[str]:
 def mixtral_config(config) -> MixtralConfig:
     """The MixtralConfig of an exportable LlamaMoE config (see `mixtral_export_problems`)."""
     d = config.to_dict()
-    kept = {k: d[k] for k in _LLAMA_KEYS_KEPT if k in d}
+    kept = {k: d[k] for k in MIXTRAL_SHARED_FIELDS if k in d}
     return MixtralConfig(
         **kept,
         intermediate_size=config.layer_expert_sizes(0)[0],
         num_local_experts=config.layer_num_experts(0),
         num_experts_per_tok=config.top_k,
-        router_aux_loss_coef=config.balance_loss_weight,
+        router_aux_loss_coef=mixtral_aux_loss_coef(
+            config.balance_loss_weight, config.top_k, config.num_hidden_layers
+        ),
         router_jitter_noise=0.0,
         sliding_window=None,
         architectures=["MixtralForCausalLM"],
@@ -121,4 +147,11 @@ def export_mixtral(model, out_dir) -> Path:
     return out
 
 
-__all__ = ["export_mixtral", "mixtral_config", "mixtral_export_problems"]
+__all__ = [
+    "MIXTRAL_SHARED_FIELDS",
+    "balance_loss_weight_from_mixtral",
+    "export_mixtral",
+    "mixtral_aux_loss_coef",
+    "mixtral_config",
+    "mixtral_export_problems",
+]

