@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from torch import nn
-from transformers import BertConfig, BertForSequenceClassification
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
+)
 
 from moelab.adapters import (
     ADAPTER_KINDS,
@@ -133,6 +138,32 @@ def test_only_the_adapters_and_the_head_are_trainable(kind):
     per_adapter = 2 * width if kind == "lora" else 2 * width + R + HIDDEN
     assert counts["adapter"] == counts["adapter_nonzero"] == n_adapters(kind) * per_adapter
     assert counts["trainable"] == counts["adapter"] + (HIDDEN * HIDDEN + HIDDEN) + (3 * HIDDEN + 3)
+
+
+@pytest.mark.parametrize("kind", ADAPTER_KINDS)
+def test_roberta_takes_the_same_adapters_and_prunes_with_every_pruner(kind):
+    torch.manual_seed(0)
+    cfg = RobertaConfig(
+        vocab_size=64,
+        hidden_size=HIDDEN,
+        num_hidden_layers=LAYERS,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=24,
+        num_labels=3,
+    )
+    base = RobertaForSequenceClassification(cfg).eval()
+    model = add_adapters(copy.deepcopy(base), kind, R, init="zero_up").eval()
+    b = batch()
+    labels = b.pop("labels")
+    with torch.no_grad():
+        assert torch.equal(model(**b).logits, base(**b).logits)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    expected = {n.replace("bert.", "roberta.", 1) for n in _expected_adapter_names(kind)}
+    assert trainable == expected | {n for n, _ in model.named_parameters() if n.startswith("classifier.")}
+    model = add_adapters(copy.deepcopy(base), kind, R, init="near_identity")
+    prune(model, "grasp", 0.4, batches=[{**b, "labels": labels}])
+    assert mask_summary(adapter_linears(model))["sparsity"] == pytest.approx(0.4, abs=1e-3)
 
 
 def test_add_adapters_seed_fixes_the_adapters_and_leaves_the_global_rng_alone():

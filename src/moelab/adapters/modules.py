@@ -57,18 +57,19 @@ NEAR_IDENTITY_STD = 1e-2  # Houlsby et al. 2019: zero-mean Gaussian, std 1e-2, t
 
 @dataclass(frozen=True)
 class AdapterSpec:
-    """What :func:`add_adapters` did to a model (kept as ``model.adapter_spec``)."""
+    """What :func:`add_adapters` did to a model (kept as ``model.adapter_spec``; its arguments, resolved)."""
 
-    kind: str
-    bottleneck: int
-    init: str
-    nonlinearity: str
-    scale: float
-    lora_alpha: float
-    train_layer_norms: bool
-    seed: int
+    kind: str  # houlsby, pfeiffer, parallel or lora
+    bottleneck: int  # adapter width r (LoRA's rank)
+    init: str  # near_identity or zero_up (the default resolved per kind)
+    nonlinearity: str  # the bottleneck adapters' f (unused by LoRA)
+    scale: float  # the parallel adapter's branch scale s (unused by the other kinds)
+    lora_alpha: float  # LoRA's alpha; the update is scaled by alpha / r (unused by the bottleneck kinds)
+    train_layer_norms: bool  # the encoder's LayerNorms trainable too
+    seed: int  # seeded the adapters' initialisation
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (for a result's meta.json)."""
         return asdict(self)
 
 
