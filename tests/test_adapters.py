@@ -371,6 +371,23 @@ def test_data_pruners_run_on_the_encoder_deterministically_and_restore_its_state
         assert all(torch.equal(x, y) for x, y in zip(*masks, strict=True)), pruner
 
 
+@pytest.mark.parametrize("pruner", ("snip", "grasp", "synflow"))
+def test_a_zero_up_lora_scores_zero_and_says_so(pruner, caplog):
+    model = adapted("lora")  # LoRA's default init: zero_up (B = 0)
+    info = prune(model, pruner, 0.4, batches=[batch()], iterations=2)
+    # B = 0 scores zero under every pruner; A gets no gradient (SNIP) and no flow (SynFlow), but GraSP's Hg
+    # couples A to B's non-zero gradient (H_AB g_B), so A keeps a GraSP score
+    zero_tensors = {"snip": 2, "grasp": 1, "synflow": 2}[pruner] * n_adapters("lora")
+    assert info["zero_score_tensors"] == zero_tensors
+    assert "init='near_identity'" in caplog.text
+    assert (
+        prune(adapted("lora", init="near_identity"), pruner, 0.4, batches=[batch()], iterations=2)[
+            "zero_score_tensors"
+        ]
+        == 0
+    )
+
+
 # --- Large-Sparse ------------------------------------------------------------------------------------------
 
 

@@ -57,6 +57,7 @@ _WHERE = {
     "snip_scores": "pruners",
     "synflow_masks": "pruners",
     "synflow_scores": "pruners",
+    "zero_score_tensors": "pruners",
 }
 
 __all__ = sorted(_WHERE)

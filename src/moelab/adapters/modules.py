@@ -33,9 +33,10 @@ pretrained one; ``zero_up`` makes the up-projection (LoRA's ``B``) exactly zero 
 random (nn.Linear's Kaiming-uniform; for LoRA peft's Gaussian ``A``, Hu et al. Section 4.1), so the adapted
 encoder starts exactly at the pretrained one. Defaults: ``near_identity`` for the bottleneck kinds,
 ``zero_up`` for LoRA. NB for pruning at initialisation: under ``zero_up`` the magnitude, SNIP, GraSP and
-SynFlow scores of the up-projection are all zero, and so are the gradient-based scores of the down-projection
-(no gradient reaches it through a zero up-projection): those weights are pruned at random (ties are broken at
-random, :func:`moelab.adapters.masks.global_masks`). Prune a ``zero_up`` adapter with ``random`` or
+SynFlow scores of the up-projection are all zero, and so are the SNIP and SynFlow scores of the
+down-projection (no gradient reaches it through a zero up-projection; GraSP's ``Hg`` does, through the Hessian
+block coupling it to the up-projection's gradient): those weights are pruned at random (ties are broken at
+random, :func:`moelab.adapters.masks.global_masks`; :func:`moelab.adapters.pruners.prune` warns). Prune a ``zero_up`` adapter with ``random`` or
 ``magnitude`` only, or use ``near_identity``.
 """
 

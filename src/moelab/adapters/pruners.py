@@ -30,6 +30,7 @@ transformers model to eager attention while it runs (CPU SDPA has no double back
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Mapping
 
 import torch
@@ -40,6 +41,22 @@ from moelab.adapters.modules import BottleneckAdapter, adapter_linears
 from moelab.adapters.options import DATA_PRUNERS, PRUNERS, check_choice, check_positive_int, check_sparsity
 
 LossFn = Callable[[nn.Module, Mapping], torch.Tensor]
+log = logging.getLogger(__name__)
+
+
+def zero_score_tensors(scores: Mapping[str, torch.Tensor], pruner: str) -> list[str]:
+    """Names of the tensors whose scores are all zero, with a warning: their weights are pruned at random.
+
+    Expected for the gradient-based scores of a ``zero_up`` adapter (a zero up-projection passes no gradient
+    and scores zero itself; see :mod:`moelab.adapters.modules`), and a hint that ``init`` is the wrong one."""
+    zero = [n for n, s in scores.items() if not bool((s != 0).any())]
+    if zero:
+        log.warning(
+            "%s: %d of %d adapter weight tensors score zero everywhere (e.g. %s), so their weights are pruned "
+            "at random; a zero_up adapter (LoRA's default) does this, init='near_identity' does not",
+            pruner, len(zero), len(scores), zero[0],
+        )  # fmt: skip
+    return zero
 
 
 def default_loss(model: nn.Module, batch: Mapping) -> torch.Tensor:
@@ -251,16 +268,19 @@ def synflow_masks(
 ) -> tuple[dict[str, torch.Tensor], dict]:
     """Iterative SynFlow (Tanaka et al. 2020, Algorithm 1): ``iterations`` rounds of scoring and pruning to
     density ``(1 - sparsity) ** (k / iterations)``; installs each round's masks. Returns the last round's
-    ``global_masks`` output (weights pruned earlier score ``-inf`` and stay pruned)."""
+    ``global_masks`` output (weights pruned earlier score ``-inf`` and stay pruned) with ``zero_score_tensors``
+    of the first round (:func:`zero_score_tensors`)."""
     density = 1.0 - sparsity
     masks, info = None, None
     for k in range(1, iterations + 1):
         scores = synflow_scores(model, modules, forward_fn)
+        if k == 1:
+            zero = zero_score_tensors(scores, "synflow")
         scores = {n: s.masked_fill(mask_of(modules[n]) == 0, -torch.inf) for n, s in scores.items()}
         target = sparsity if k == iterations else 1.0 - density ** (k / iterations)
         masks, info = global_masks(scores, target, seed=seed + k)
         set_masks(modules, masks)
-    return masks, info
+    return masks, {**info, "zero_score_tensors": len(zero)}
 
 
 def prune(
@@ -291,8 +311,9 @@ def prune(
         modules: name -> Linear to prune (default: :func:`moelab.adapters.modules.adapter_linears`).
 
     Returns:
-        ``{"pruner", "sparsity", "total", "kept", "threshold", "tied_at_threshold", "per_tensor"}``: counts
-        of projection weights (biases are never pruned), the lowest kept score, and each tensor's density.
+        ``{"pruner", "sparsity", "total", "kept", "threshold", "tied_at_threshold", "zero_score_tensors",
+        "per_tensor"}``: counts of projection weights (biases are never pruned), the lowest kept score, how
+        many tensors scored zero everywhere (pruned at random; warned), and each tensor's density.
 
     Raises:
         ConfigError (a ValueError): unknown ``pruner``, ``sparsity`` outside [0, 1), ``iterations`` < 1;
@@ -327,6 +348,7 @@ def prune(
         else:
             scores = grasp_scores(model, modules, batches, loss_fn)
         masks, info = global_masks(scores, sparsity, seed=seed)
+        info["zero_score_tensors"] = len(zero_score_tensors(scores, pruner))
         set_masks(modules, masks)
     per = {n: float(m.float().mean()) for n, m in masks.items()}
     return {"pruner": pruner, "sparsity": sparsity, **info, "per_tensor": per}
