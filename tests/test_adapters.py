@@ -188,6 +188,9 @@ def test_full_finetuning_trains_every_parameter_and_refuses_an_adapted_model():
 
 def test_the_torch_free_option_names_match_the_code():
     assert tuple(adapter_modules.NONLINEARITIES) == NONLINEARITIES
+    import moelab.adapters
+
+    assert all(getattr(moelab.adapters, name) is not None for name in moelab.adapters.__all__)
     code = "import sys; import moelab.adapters as a; a.PRUNERS; "
     code += "a.check_sparsity(0.5); a.large_sparse(4, 2); assert 'torch' not in sys.modules, 'torch imported'"
     env = {
