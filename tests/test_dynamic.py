@@ -213,6 +213,25 @@ def test_pad_experts_share_one_mask_across_experts():
         torch.testing.assert_close(effective[e, :, 4:], experts.up_proj_static[:, 4:])
 
 
+def test_pad_experts_upcycled_from_a_dense_ffn_compute_it_for_any_mask():
+    torch.manual_seed(0)
+    dense = {"up_proj": torch.randn(32, 16), "down_proj": torch.randn(16, 32)}
+    dense |= {"up_proj_bias": torch.randn(32), "down_proj_bias": torch.randn(16)}
+    experts = PADExperts(4, 16, 32, bias=True)
+    experts.copy_dense_ffn(dense)
+    experts.up_proj_mask.view(-1)[::3] = 0
+    x = torch.randn(7, 16)
+    index, weights = routing()
+    ffn = reference_ffn(
+        x, "mlp", dense["up_proj"], dense["down_proj"], None, dense["up_proj_bias"], dense["down_proj_bias"]
+    )
+    torch.testing.assert_close(experts(x, index, weights), weights.sum(-1, keepdim=True) * ffn)
+    with pytest.raises(ValueError, match="gate_proj"):
+        experts.copy_dense_ffn({**dense, "gate_proj": torch.zeros(32, 16)})
+    with pytest.raises(ValueError, match="down_proj"):
+        experts.copy_dense_ffn({**dense, "down_proj": torch.zeros(32, 16)})
+
+
 # ---- Iterative Mode Partition ---------------------------------------------------------------------------
 
 

@@ -94,6 +94,27 @@ class PADExperts(PartiallyDynamic):
                 self.register_buffer(f"{name}_bias_mask", torch.ones(out_f))
         self._init_scale(scale)
 
+    @torch.no_grad()
+    def copy_dense_ffn(self, weights: dict[str, torch.Tensor]) -> None:
+        """Upcycle a dense FFN: every expert W_i and the static W_s become copies of it (masks unchanged).
+
+        Args: weights: {"up_proj": [I, H], "down_proj": [H, I]} (+ "gate_proj" [I, H] for swiglu; +
+            "<proj>_bias" [out] when bias=True), e.g. BERT's intermediate / output dense layers.
+        Then, for any mask and l_d = l_s = 1, every expert computes the dense FFN.
+        Raises: ValueError naming the missing, unexpected or mis-shaped key.
+        """
+        expected = {p.name: p.static.shape for p in self.partitions()}
+        if set(weights) != set(expected):
+            raise ValueError(f"weights keys {sorted(weights)} must be exactly {sorted(expected)}")
+        for part in self.partitions():
+            w = weights[part.name]
+            if tuple(w.shape) != tuple(part.static.shape):
+                raise ValueError(
+                    f"weights[{part.name!r}] has shape {tuple(w.shape)}, expected {tuple(part.static.shape)}"
+                )
+            part.static.copy_(w)
+            part.dynamic.copy_(w.unsqueeze(0).expand_as(part.dynamic))
+
     def partitions(self) -> list[Partition]:
         """Per projection: weight (mask [out, in], dynamic [E, out, in]) and, with bias, its bias."""
         parts = []

@@ -170,12 +170,12 @@ def iterative_mode_partition(
     if method == "imp" and (loss_fn is None or batches is None):
         raise ValueError("method='imp' needs loss_fn and batches (SNIP scores on the mask)")
     reset_masks(model)
-    parts = model_partitions(model)
-    total = sum(p.mask.numel() for p in parts.values())
+    total = sum(p.mask.numel() for p in model_partitions(model).values())
     generator = torch.Generator().manual_seed(seed)
     stream = _batch_stream(batches) if method == "imp" else None
     history = []
     for t in range(1, rounds + 1):
+        parts = model_partitions(model)
         if method == "imp":
             scores = mask_saliency(model, loss_fn, [next(stream) for _ in range(num_batches)])
         else:
