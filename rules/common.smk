@@ -135,6 +135,16 @@ def model_dir(stage):
     return DENSE if stage == "dense" else f"results/models/{stage}"
 
 
+def compress_recovery_text(wc):
+    """Text of a recipe's lora_recovery steps when compress.recovery_domain is not the calibration domain (else
+    none: recovery then trains on the calibration text's documents that no calibration block touches)."""
+    domain = config["compress"].get("recovery_domain") or config["compress"]["calib_domain"]
+    recovers = any(s["method"] == "lora_recovery" for s in COMPRESS_RECIPES[wc.recipe])
+    if not recovers or domain == config["compress"]["calib_domain"]:
+        return []
+    return [f"resources/data/pretrain/{domain}.jsonl"]
+
+
 def eval_data(wildcards=None):
     """Data folders of the tasks of the {paper} wildcard's paper, or without one of every task some stage is
     evaluated on (local suite; config evaluate.papers/stages); none for the hub suite, which downloads its own."""

@@ -11,6 +11,7 @@ rule compress:
     input:
         model=model_dir("compress_base"),
         calib=f"resources/data/pretrain/{config['compress']['calib_domain']}.jsonl",
+        recovery=compress_recovery_text,
     output:
         model=directory("results/compress/{recipe}/model"),
         report="results/compress/{recipe}/recipe.json",

@@ -13,6 +13,7 @@ def test_good_recipes_come_back_in_order():
     steps = [
         {"method": "expert_drop", "keep": 6},
         {"method": "block_drop", "n_drop": 2},
+        {"method": "lora_recovery", "steps": 5, "lr": 1e-4, "target_modules": ["q_proj", "down_proj"]},
         {"method": "awq", "bits": 4},
     ]
     out = check_recipes(
@@ -51,6 +52,18 @@ def test_good_recipes_come_back_in_order():
             {"method": "magnitude", "sparsity": 0.5, "unrouted": "skip"},
             r"magnitude takes no parameter 'unrouted'",
         ),
+        ({"method": "lora_recovery", "r": 0}, r"r\[0\]\.r=0 must be an integer >= 1"),
+        ({"method": "lora_recovery", "lr": 0.0}, r"r\[0\]\.lr=0\.0 must be a number > 0"),
+        ({"method": "lora_recovery", "lr": True}, r"r\[0\]\.lr=True must be a number > 0"),
+        (
+            {"method": "lora_recovery", "target_modules": ["gate"]},
+            r"r\[0\]\.target_modules=\['gate'\] must be a non-empty list of distinct names .* unknown: \['gate'\]",
+        ),
+        (
+            {"method": "lora_recovery", "target_modules": ["q_proj", "q_proj"]},
+            r"r\[0\]\.target_modules=.* must be a non-empty list of distinct names",
+        ),
+        ({"method": "lora_recovery", "heldout_sequences": 0}, r"r\[0\]\.heldout_sequences=0 must be"),
     ],
 )
 def test_bad_steps_name_the_key(step, message):

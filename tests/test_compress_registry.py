@@ -76,3 +76,18 @@ def test_bad_step_is_named_before_anything_changes():
     with pytest.raises(ValueError, match=r"step 1\.bits=3\.5 must be an integer in \[2, 8\]"):
         run_recipe(model, batches(), [{"method": "rtn", "bits": 8}, {"method": "gptq", "bits": 3.5}])
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+
+
+def test_recovery_of_quantised_experts_is_refused_before_anything_changes():
+    model = tiny_moe()
+    before = [p.clone() for p in model.parameters()]
+    with pytest.raises(
+        ValueError, match=r"steps\[1\]\.target_modules: lora_recovery adapts \['up_proj'\] after rtn"
+    ):
+        run_recipe(
+            model,
+            batches(),
+            [{"method": "rtn", "bits": 8}, {"method": "lora_recovery", "target_modules": ["up_proj"]}],
+            recovery=[torch.arange(64)],
+        )
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))

@@ -8,7 +8,7 @@ import yaml
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from moelab.config import ConfigError, check_config
+from moelab.config import ConfigError, check_config, check_model_facts
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = str(ROOT / "config" / "schema.yaml")
@@ -68,6 +68,13 @@ def test_schema_errors_name_the_key(mutate, needle):
         (lambda c: c["pretrain"]["domain_weights"].update(arxiv=0.1), "arxiv"),
         (lambda c: c["sft"]["domain_weights"].update(poetry=1.0), "poetry"),
         (lambda c: c["compress"].update(calib_domain="math"), "compress.calib_domain"),
+        (lambda c: c["compress"].update(recovery_domain="math"), "compress.recovery_domain='math'"),
+        (
+            lambda c: c["compress"]["recipes"].update(
+                q=[{"method": "rtn", "bits": 8}, {"method": "lora_recovery"}]
+            ),
+            r"compress\.recipes\.q\[1\]\.target_modules: lora_recovery adapts",
+        ),
         (lambda c: c["model"].update(source="pretrained"), "model.pretrained"),
         (
             lambda c: c["pretrain"]["mixture"].update(reference_loss={"web": 4.0}),
@@ -86,3 +93,11 @@ def test_cross_field_errors_name_the_key(mutate, needle):
     mutate(cfg)
     with pytest.raises(ConfigError, match=needle):
         check_config(cfg)
+
+
+def test_recovery_seq_len_must_fit_the_model():
+    cfg = merged(yaml.safe_load((ROOT / "config/smoke.yaml").read_text()))
+    check_model_facts(cfg)
+    cfg["compress"]["recipes"]["block_drop+lora"][1]["seq_len"] = 4096
+    with pytest.raises(ConfigError, match=r"compress\.recipes\.block_drop\+lora\[1\]\.seq_len=4096 exceeds"):
+        check_model_facts(cfg)

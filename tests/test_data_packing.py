@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from moelab.data import pack_texts, read_jsonl
+from moelab.data.packing import encode_documents, pack_documents
 from moelab.files import package_dir
 from moelab.mixture import DomainSampler
 from moelab.models.materialise import load_tokenizer
@@ -38,6 +39,10 @@ def test_pack_texts_round_trip(tokenizer):
     assert blocks.dtype == torch.long
     assert blocks.shape == (len(stream) // T, T)
     assert blocks.flatten().tolist() == stream[: blocks.numel()]
+    docs = encode_documents(TEXTS, tokenizer, batch_size=3)  # the pieces, one per document, EOS last
+    assert len(docs) == len(TEXTS) and all(d[-1] == eos for d in docs)
+    assert np.concatenate(docs).tolist() == stream
+    assert torch.equal(pack_documents(docs, T), blocks)
     joined = "".join(t + tokenizer.eos_token for t in TEXTS)
     decoded = tokenizer.decode(blocks.flatten().tolist())
     assert len(decoded) > len(joined) // 2 and joined.startswith(decoded)

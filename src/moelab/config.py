@@ -55,6 +55,11 @@ def check_config(cfg: dict) -> None:
         raise ConfigError(
             f"compress.calib_domain={calib!r} is not in data.pretrain_domains {sorted(domains)}"
         )
+    recovery = cfg["compress"].get("recovery_domain")
+    if recovery is not None and recovery not in domains:
+        raise ConfigError(
+            f"compress.recovery_domain={recovery!r} is not in data.pretrain_domains {sorted(domains)}"
+        )
     check_launcher(cfg)
     compress_recipes(cfg)
     cpt_ablation_runs(cfg)
@@ -516,6 +521,18 @@ def compress_recipes(cfg: dict) -> dict[str, list[dict]]:
         raise ConfigError(str(err)) from None
 
 
+def recovery_lengths(cfg: dict) -> dict[str, int]:
+    """``compress.recipes.<name>[<i>].seq_len`` -> tokens of every lora_recovery step (its default if unset)."""
+    from moelab.compress.recipe import LORA_DEFAULTS, RECOVERY  # torch-free
+
+    return {
+        f"compress.recipes.{name}[{i}].seq_len": step.get("seq_len", LORA_DEFAULTS["seq_len"])
+        for name, steps in compress_recipes(cfg).items()
+        for i, step in enumerate(steps)
+        if step["method"] in RECOVERY
+    }
+
+
 def _check_n_drop(cfg: dict, facts, where: str) -> None:
     """Every recipe's Block Drop steps leave at least one block of the model compressed."""
     from moelab.compress.recipe import blocks_dropped
@@ -592,6 +609,7 @@ def check_model_facts(cfg: dict) -> None:
             "sft.max_len": cfg["sft"]["max_len"],
             "compress.calib_seq_len": cfg["compress"].get("calib_seq_len"),
             "routing.seq_len": cfg.get("routing", {}).get("seq_len"),
+            **recovery_lengths(cfg),
         }
         for key, length in lengths.items():
             if limit and length and length > limit:

@@ -7,6 +7,9 @@ Expert Slimming, e.g. Block Drop then 4-bit quantisation, for its 6.05x headline
     Expert Trimming  block_drop (mode, n_drop), layer_drop (n_drop, iterative), expert_drop (keep, mode)
     Expert Slimming  magnitude, wanda, sparsegpt (sparsity or pattern N:M, unrouted);
                      rtn, gptq, awq (bits, group_size; gptq: desc_act; awq: n_grid, clip; unrouted)
+    Recovery         lora_recovery (steps, lr, r, alpha, dropout, batch_size, seq_len, heldout_sequences,
+                     target_modules, seed): LoRA fine-tuning on recovery text, merged back
+                     (``moelab.compress.recovery``; the paper's post-compression LoRA fine-tuning)
 
 This module only knows the names, parameters and their checks, so that the config check imports no torch;
 ``moelab.compress.registry`` binds each name to its function (a test asserts both agree).
@@ -45,6 +48,56 @@ def _sparsity(v):
     return None
 
 
+def _positive_number(what):
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int | float) or not 0 < v < float("inf"):
+            return f"a number > 0 ({what})"
+        return None
+
+    return check
+
+
+def _dropout(v):
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
+        return "a probability in [0, 1) (LoRA dropout on the adapters' input)"
+    return None
+
+
+# Names lora_recovery may adapt: the attention projections, the expert (and dense FFN) linear maps, and the
+# router's linear maps (only when asked: routing is the MoE's structure; the default leaves it alone).
+LORA_ATTENTION = ("q_proj", "k_proj", "v_proj", "o_proj")
+LORA_EXPERT = ("gate_proj", "up_proj", "down_proj")
+LORA_TARGETS = (*LORA_ATTENTION, *LORA_EXPERT, "router")
+LORA_DEFAULT_TARGETS = (*LORA_ATTENTION, *LORA_EXPERT)
+# lora_recovery's defaults: a demo-sized recovery (20 steps x 4 x 256 tokens = 20k tokens; the paper: r = 32,
+# 3 epochs of Alpaca-GPT4). lr 5e-4: LoRA's B starts at zero, so a few steps need a larger lr than full tuning.
+LORA_DEFAULTS = dict(
+    steps=20,
+    lr=5e-4,
+    r=8,
+    alpha=16,
+    dropout=0.0,
+    batch_size=4,
+    seq_len=256,
+    heldout_sequences=8,
+    target_modules=list(LORA_DEFAULT_TARGETS),
+    seed=0,
+)
+
+
+def _targets(v):
+    if (
+        not isinstance(v, list)
+        or not v
+        or len(set(map(str, v))) != len(v)
+        or any(not isinstance(t, str) or t not in LORA_TARGETS for t in v)
+    ):
+        unknown = [t for t in v if t not in LORA_TARGETS] if isinstance(v, list) else []
+        tail = f"; unknown: {unknown}" if unknown else ""
+        return f"a non-empty list of distinct names from {list(LORA_TARGETS)}{tail}"
+    return None
+
+
 def _pattern(v):
     m = PRUNE_PATTERN.match(str(v))
     if not m:
@@ -69,6 +122,18 @@ STEP_PARAMS: dict[str, dict] = {
     "rtn": {k: v for k, v in _QUANT.items() if k != "unrouted"},
     "gptq": {**_QUANT, "desc_act": _boolean},
     "awq": {**_QUANT, "n_grid": _int_range(1), "clip": _boolean},
+    "lora_recovery": {
+        "steps": _int_range(1),
+        "lr": _positive_number("the AdamW learning rate"),
+        "r": _int_range(1),
+        "alpha": _positive_number("LoRA's alpha: updates are scaled by alpha / r"),
+        "dropout": _dropout,
+        "batch_size": _int_range(1),
+        "seq_len": _int_range(2),
+        "heldout_sequences": _int_range(1),
+        "target_modules": _targets,
+        "seed": _int_range(0),
+    },
 }
 REQUIRED: dict[str, tuple[str, ...]] = {
     "block_drop": ("n_drop",),
@@ -78,6 +143,7 @@ REQUIRED: dict[str, tuple[str, ...]] = {
 TRIMMING = ("block_drop", "layer_drop", "expert_drop")
 PRUNING = ("magnitude", "wanda", "sparsegpt")
 QUANTISATION = ("rtn", "gptq", "awq")
+RECOVERY = ("lora_recovery",)
 
 
 def check_step(step, where: str) -> dict:
@@ -118,6 +184,32 @@ def check_step(step, where: str) -> dict:
     return {"method": method, **params}
 
 
+def check_order(steps: list[dict], where: str) -> None:
+    """Steps that may not follow each other: LoRA recovery of expert weights after their quantisation.
+
+    Quantisation is fake (``moelab.compress.quantize``): the expert weights hold the dequantised b-bit values.
+    Merging a LoRA update into them would take them off the b-bit grid, so the saved model would no longer be
+    the quantised model its row claims. Recover first, then quantise (the float weights are recovered and the
+    quantiser sees them), or adapt only the attention projections, which quantisation leaves in float.
+
+    Args: steps checked by :func:`check_step`; ``where`` names the recipe (``compress.recipes.<name>``).
+    Raises: ValueError naming ``<where>[<i>].target_modules``.
+    """
+    quantised = None
+    for i, step in enumerate(steps):
+        if step["method"] in QUANTISATION and quantised is None:
+            quantised = (i, step["method"])
+        if step["method"] in RECOVERY and quantised is not None:
+            experts = sorted(set(step.get("target_modules", LORA_DEFAULT_TARGETS)) & set(LORA_EXPERT))
+            if experts:
+                raise ValueError(
+                    f"{where}[{i}].target_modules: lora_recovery adapts {experts} after {quantised[1]} "
+                    f"(step {quantised[0]}) quantised the expert weights; merging LoRA into them would leave the "
+                    f"quantisation grid. Put lora_recovery before {quantised[1]}, or set target_modules to "
+                    f"attention projections only ({list(LORA_ATTENTION)}), which quantisation leaves in float"
+                )
+
+
 def check_recipes(compress: dict) -> dict[str, list[dict]]:
     """Every recipe of the ``compress`` config section, checked: name -> steps.
 
@@ -138,6 +230,7 @@ def check_recipes(compress: dict) -> dict[str, list[dict]]:
         if not isinstance(steps, list) or not steps:
             raise ValueError(f"compress.recipes.{name} must be a non-empty list of steps")
         out[name] = [check_step(s, f"compress.recipes.{name}[{i}]") for i, s in enumerate(steps)]
+        check_order(out[name], f"compress.recipes.{name}")
     headline = compress.get("recipe")
     if headline not in out:
         raise ValueError(f"compress.recipe={headline!r} names no recipe of compress.recipes {sorted(out)}")

@@ -3,16 +3,18 @@
 Construction (co-activation, gradient importance, k-means router init: LLaMA-MoE sec. 3, LLaMA-MoE v2) draws a
 token budget shared by the pretraining domains (:func:`calibration_blocks`); compression (Block Drop and the
 pruning / quantisation methods: the MoE compression paper's 128 calibration sequences) draws a number of blocks
-from one calibration text (:func:`sample_blocks`).
+from one calibration text (:func:`sample_blocks`); LoRA recovery after compression trains on the documents of that
+text that no calibration block touches (:func:`calibration_and_recovery`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
+import numpy as np
 import torch
 
-from moelab.data.packing import pack_texts
+from moelab.data.packing import encode_documents, pack_documents, pack_texts
 
 
 def sample_blocks(
@@ -40,10 +42,43 @@ def sample_blocks(
     Raises: ValueError if the texts pack into no full block.
     """
     packed = pack_texts(texts, tokenizer, seq_len)
+    return packed[_draw(packed, seq_len, num_blocks, generator, keep_order, name)]
+
+
+def _draw(packed: torch.Tensor, seq_len: int, num_blocks: int, generator, keep_order: bool, name: str):
+    """Indices of the blocks drawn from ``packed`` [n, T] (one ``randperm`` of the generator)."""
     if len(packed) == 0:
         raise ValueError(f"calibration {name} packs into no block of seq_len={seq_len} tokens")
     pick = torch.randperm(len(packed), generator=generator)[:num_blocks]
-    return packed[pick.sort().values if keep_order else pick]
+    return pick.sort().values if keep_order else pick
+
+
+def calibration_and_recovery(
+    texts: Iterable[str], tokenizer, seq_len: int, num_blocks: int, generator: torch.Generator
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Calibration blocks, and the documents of the same text that share no token with them (recovery text).
+
+    The calibration blocks are exactly ``sample_blocks(texts, tokenizer, seq_len, num_blocks, generator,
+    keep_order=False)`` (same packing, same draw), so a recipe with a recovery step calibrates on the same blocks
+    as one without. A document is left out of the recovery text when any of its tokens (or its separator) lies
+    in a drawn block, so recovery never trains on, or measures its held-out loss on, text the compression
+    methods calibrated on.
+
+    Args: as :func:`sample_blocks`.
+    Returns: (blocks [min(num_blocks, packed), T] int64, the other documents' token ids: one LongTensor
+        [len(doc) + 1] per document, EOS last, in file order).
+    Raises: ValueError if the texts pack into no full block.
+    """
+    chunks = encode_documents(texts, tokenizer)
+    packed = pack_documents(chunks, seq_len)
+    pick = _draw(packed, seq_len, num_blocks, generator, False, "calibration text")
+    ends = np.cumsum([len(c) for c in chunks])
+    starts = ends - np.asarray([len(c) for c in chunks])
+    touched = np.zeros(len(chunks), dtype=bool)
+    for b in pick.tolist():  # block b covers stream positions [b*T, (b+1)*T)
+        lo, hi = b * seq_len, (b + 1) * seq_len
+        touched[np.searchsorted(ends, lo, side="right") : np.searchsorted(starts, hi, side="left")] = True
+    return packed[pick], [torch.from_numpy(c) for c, t in zip(chunks, touched, strict=True) if not t]
 
 
 def calibration_blocks(

@@ -41,6 +41,53 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return records
 
 
+def encode_documents(
+    texts: Iterable[str], tokenizer, *, batch_size: int = 512, sep_token_id: int | None = None
+) -> list[np.ndarray]:
+    """Tokenise documents, each followed by the separator (EOS) token: the pieces :func:`pack_texts` joins.
+
+    Args: as :func:`pack_texts`.
+    Returns: one int64 array ``[len(doc_i) + 1]`` per document, in order (no special tokens but the separator).
+    Raises: ValueError if there is no separator token.
+    """
+    sep = tokenizer.eos_token_id if sep_token_id is None else sep_token_id
+    if sep is None:
+        raise ValueError("pack_texts: the tokenizer has no eos_token_id; pass sep_token_id")
+    chunks: list[np.ndarray] = []
+    batch: list[str] = []
+
+    def flush() -> None:
+        ids = tokenizer(batch, add_special_tokens=False, return_attention_mask=False)["input_ids"]
+        for doc in ids:
+            chunks.append(np.asarray(doc + [sep], dtype=np.int64))
+        batch.clear()
+
+    for text in texts:
+        batch.append(text)
+        if len(batch) == batch_size:
+            flush()
+    if batch:
+        flush()
+    return chunks
+
+
+def pack_documents(chunks: list[np.ndarray], seq_len: int) -> torch.Tensor:
+    """Join encoded documents (:func:`encode_documents`) and cut the stream into full ``seq_len`` blocks.
+
+    Returns: LongTensor [n_blocks, T] (block b = stream[b*T : (b+1)*T]; the incomplete tail is dropped).
+    Raises: ValueError if ``seq_len`` < 1 or the documents hold fewer than ``seq_len`` tokens.
+    """
+    if seq_len < 1:
+        raise ValueError(f"seq_len must be >= 1, got {seq_len}")
+    stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+    n_blocks = len(stream) // seq_len
+    if n_blocks < 1:
+        raise ValueError(
+            f"pack_texts: {len(chunks)} documents gave {len(stream)} tokens, fewer than one block of seq_len={seq_len}"
+        )
+    return torch.from_numpy(stream[: n_blocks * seq_len].reshape(n_blocks, seq_len).copy())
+
+
 def pack_texts(
     texts: Iterable[str], tokenizer, seq_len: int, *, batch_size: int = 512, sep_token_id: int | None = None
 ) -> torch.Tensor:
@@ -65,30 +112,5 @@ def pack_texts(
     """
     if seq_len < 1:
         raise ValueError(f"seq_len must be >= 1, got {seq_len}")
-    sep = tokenizer.eos_token_id if sep_token_id is None else sep_token_id
-    if sep is None:
-        raise ValueError("pack_texts: the tokenizer has no eos_token_id; pass sep_token_id")
-    chunks: list[np.ndarray] = []
-    n_docs = 0
-    batch: list[str] = []
-
-    def flush() -> None:
-        ids = tokenizer(batch, add_special_tokens=False, return_attention_mask=False)["input_ids"]
-        for doc in ids:
-            chunks.append(np.asarray(doc + [sep], dtype=np.int64))
-        batch.clear()
-
-    for text in texts:
-        batch.append(text)
-        n_docs += 1
-        if len(batch) == batch_size:
-            flush()
-    if batch:
-        flush()
-    stream = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
-    n_blocks = len(stream) // seq_len
-    if n_blocks < 1:
-        raise ValueError(
-            f"pack_texts: {n_docs} documents gave {len(stream)} tokens, fewer than one block of seq_len={seq_len}"
-        )
-    return torch.from_numpy(stream[: n_blocks * seq_len].reshape(n_blocks, seq_len).copy())
+    chunks = encode_documents(texts, tokenizer, batch_size=batch_size, sep_token_id=sep_token_id)
+    return pack_documents(chunks, seq_len)
