@@ -37,7 +37,8 @@ rule compress:
 
 
 # compress.methods: every recipe's model on the compression paper's task set (the evaluate rule's script, cache and
-# settings); table_methods / table_recipe read them (target moe_compression_methods, not in `all`).
+# settings); table_methods / table_recipe read them and their speed records (rules/compress_speed.smk; target
+# moe_compression_methods, not in `all`).
 use rule evaluate as compress_eval with:
     input:
         model="results/compress/{recipe}/model",
@@ -68,4 +69,5 @@ use rule evaluate as compress_eval with:
 
 rule moe_compression_methods:
     input:
-        expand("results/papers/moe_compression/{table}.{ext}", table=("table_methods", "table_recipe"), ext=("csv", "md")),
+        expand("results/papers/moe_compression/{table}.{ext}", table=("table_methods", "table_recipe", "table_speed"), ext=("csv", "md")),
+        expand("results/papers/moe_compression/fig_tradeoff.{ext}", ext=("png", "pdf")),  # rules/compress_speed.smk

@@ -16,11 +16,17 @@ def compress_reports(spec):
     return [f"results/{s}/recipe.json" for s in COMPRESS_STAGES if s in stages]
 
 
+def compress_speed_records(spec):
+    """Speed record (rule compress_speed) of every recipe row of a compression table that compress.methods builds."""
+    stages = {r.ours.rsplit("/", 1)[0] for r in spec.rows if r.ours}
+    return [f"results/compress/speed/{s.split('/', 1)[1]}.json" for s in COMPRESS_STAGES if s in stages]
+
+
 # Inputs besides evaluation results, per table (read by scripts/report_paper_table.py).
 TABLE_EXTRA_INPUTS = {
     ("moe_compression", "table_main"): {"compress_report": f"results/compress/{config['compress']['recipe']}/recipe.json"},
     **{
-        ("moe_compression", name): {"compress_reports": compress_reports(spec)}
+        ("moe_compression", name): {"compress_reports": compress_reports(spec), "compress_speed": compress_speed_records(spec)}
         for name, spec in (("table_methods", MOE_COMPRESSION_METHODS), ("table_recipe", MOE_COMPRESSION_RECIPE))
     },
     # our row of the final-weights table: every seed of the (first) dynamic headline run

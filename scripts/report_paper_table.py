@@ -12,6 +12,7 @@ from moelab.report import (
     table_spec,
     write_paper_table,
 )
+from moelab.report.compression_speed import read_speed, speed_extras
 from moelab.report.papers.moe_compression import recipe_source
 from moelab.report.sft_mixture import final_weight_extras, final_weight_note, read_sft_run, seed_note
 from moelab.report.tables import read_eval
@@ -31,6 +32,9 @@ if "compress_report" in sm.input.keys():  # the headline recipe (stage compress)
 if "compress_reports" in sm.input.keys():  # every recipe of the table
     reports = [json.loads(Path(p).read_text()) for p in sm.input.compress_reports]
     extras = compression_extras({recipe_source(r["recipe"]): r for r in reports})
+if "compress_speed" in sm.input.keys():  # their speed records (rule compress_speed)
+    for source, cells in speed_extras([read_speed(p) for p in sm.input.compress_speed]).items():
+        extras.setdefault(source, {}).update(cells)
 if "final_weights" in sm.input.keys() and sm.input.final_weights:
     runs = [read_sft_run(p) for p in sm.input.final_weights]
     roles = sm.params.config["sft_mixture"].get("roles") or {}

@@ -81,3 +81,5 @@ def test_bad_recipe_sections_name_the_key():
         check_recipes(section(a=[]))
     with pytest.raises(ValueError, match=r"compress\.recipes\.a/b: a recipe name is letters"):
         check_recipes(section(**{"a/b": good}))
+    with pytest.raises(ValueError, match=r"compress\.recipes\.speed: the name is reserved"):
+        check_recipes(section(speed=good))

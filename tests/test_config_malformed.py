@@ -135,6 +135,13 @@ CASES = [
     ("pretrain.seq_len", None, 4096),  # the tiny model: 2048 positions
     ("sft.max_len", None, 100000),
     ("compress.calib_seq_len", None, 3000),
+    # 1025 prompt + 1025 generated tokens > the tiny model's 2048 positions
+    ("compress.speed.prompt_lens", None, [8, 1025]),
+    ("compress.speed.prompt_lens", None, []),
+    ("compress.speed.prompt_lens", None, [8, 8]),
+    ("compress.speed.repeats", None, 0),
+    ("compress.speed.interleave", None, "yes"),
+    ("compress.recipes.speed", None, [{"method": "rtn", "bits": 8}]),  # results/compress/speed/ is taken
     ("model.tiny", "model.tiny", DELETE),
     ("pretrain.domain_weights", "pretrain.domain_weights", DELETE),
 ]

@@ -86,6 +86,30 @@ def test_smoke_pretrain_job_by_hand(smoke):
     assert got["mem_mb"] == 1751 and got["runtime"] == 11
 
 
+def test_compress_speed_jobs_by_hand(smoke, paper):
+    """Decode steps: per length L, 1 warm-up of min(L, 9) tokens + (repeats + 1 memory run) x L, for two models.
+    Smoke (CPU, L = 8, 16, 1 repeat): 53 ms x active / 134.5M per step, both models + the memory child's copy in
+    memory; paper (1 GPU, bf16, L = 32 .. 4096, 3 repeats): a step is 32 layers x 1 ms (launch bound: 12.9B active
+    x 2 bytes / 1.5 TB/s = 17 ms is less), one model on the host, loading 4 x the bf16 model at 200 MB/s."""
+    p, active = 3_394_176, 3_295_872  # the smoke MoE: 4 experts, top-2 (its FFN half active)
+    steps = 2 * ((8 + 2 * 8) + (9 + 2 * 16))
+    mem = 3 * p * 4 / 1e6 + 1500 + 1500
+    run = (steps * 0.053 * active / 134.5e6 + 4 * p * 4 / 1e6 / 200) / 60 + 10
+    got = job_resources(smoke, "compress_speed", 1, {"recipe": "block_drop"})
+    assert steps == 130 and got == {"mem_mb": math.ceil(mem), "runtime": math.ceil(run), "gpu": 0, "cpus": 16,
+                                    "disk_mb": 1000}  # fmt: skip
+    assert got["mem_mb"] == 3041 and got["runtime"] == 11
+    mixtral = 46_702_792_704
+    lens = (32, 64, 128, 256, 512, 1024, 2048, 4096)
+    steps = 2 * sum(min(n, 9) + 4 * n for n in lens)
+    assert steps == 65_424 and 12_879_925_248 * 2 / 1.5e12 < 32e-3
+    run = (steps * 32e-3 + 4 * mixtral * 2 / 1e6 / 200) / 60 + 10
+    got = job_resources(paper, "compress_speed", 1, {"recipe": "block_drop"})
+    assert got == {"mem_mb": math.ceil(mixtral * 2 / 1e6 + 4000), "runtime": math.ceil(run), "gpu": 1, "cpus": 16,
+                   "disk_mb": 1000}  # fmt: skip
+    assert got["mem_mb"] == 97_406 and got["runtime"] == 77
+
+
 def test_paper_7b_pretrain_job_by_hand(paper):
     """8 GPU processes, each: the host copy of model + 2 moments at resume 3 x P x 2 bytes, the SlimPajama pool
     (3.5e9 characters + 8.75e8 int64 tokens) and 4 GB; 200B tokens at 6 x 3.5B FLOPs on 8 x 35% of 312 TFLOP/s."""

@@ -618,6 +618,19 @@ def check_model_facts(cfg: dict) -> None:
             _check_n_drop(cfg, facts, "the dense model")
     _check_expert_drop(cfg, bases["compress"])
     _check_n_drop(cfg, bases["compress"], "compress.base_model")
+    compressed = bases["compress"] if cfg["compress"].get("base_model") else facts
+    _check_speed_lens(cfg, compressed, "compress.base_model" if bases["compress"] else "the dense model")
+
+
+def _check_speed_lens(cfg: dict, facts, where: str) -> None:
+    """The longest speed prompt and its as-many generated tokens fit the compressed model's context."""
+    lens = (cfg["compress"].get("speed") or {}).get("prompt_lens") or []
+    limit = getattr(facts, "max_position_embeddings", None)
+    if lens and limit and 2 * max(lens) > limit:
+        raise ConfigError(
+            f"compress.speed.prompt_lens: {max(lens)} prompt + {max(lens)} generated tokens exceed "
+            f"max_position_embeddings={limit} of {where} ({facts.source}); use prompt lengths <= {limit // 2}"
+        )
 
 
 def check_workflow_config(cfg: dict, base: dict | None = None, overlays=()) -> None:

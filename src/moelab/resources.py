@@ -41,6 +41,15 @@ DISK_MB_PER_S = 200.0  # shared file system read/write of one job
 EVAL_EXAMPLES = 5000  # examples per task when evaluate.limit is null (lm-eval test sets: 0.3k-14k)
 EVAL_TOKENS_PER_SHOT = 150  # tokens per demonstration or question, times 4 choices (multiple choice)
 MIN_RUNTIME_MIN = 10  # scheduling, start-up and model loading of any compute job
+# Batch-1 decode step of the demo MoE (SmolLM2-135M shape, 30 layers, 8 experts top-2): 53 ms measured with one
+# thread on a loaded 2-core EPYC (benchmarks/decode_speed.py --tiny --layers 30, 2026-12); scaled by active
+# parameters for other models.
+CPU_DECODE_S_135M = 0.053
+# bytes/s of HBM a batch-1 decode step reads its active weights at (A100: 2.0 TB/s peak)
+GPU_BANDWIDTH = 1.5e12
+GPU_LAYER_S = 1e-3  # eager kernel launches of one MoE block at batch 1 (an estimate): the floor of a GPU step
+# compress.speed defaults (config/schema.yaml), for a config that was not validated
+SPEED_DEFAULTS = {"prompt_lens": [32, 64], "repeats": 2, "warmup": 1, "interleave": True}
 
 
 @dataclass(frozen=True)
@@ -360,6 +369,8 @@ def _base(cfg: dict, rule: str, wc: dict) -> dict:
         size = dense_size(cfg)
         return {"mem_mb": 3 * _model_mb(size, 4) + proc, "runtime": MIN_RUNTIME_MIN + 3 * _model_mb(size) /
                 DISK_MB_PER_S / 60, "gpu": 0, "cpus": 16, "disk_mb": _model_mb(size) + 1000}  # fmt: skip
+    if rule == "compress_speed":
+        return speed_job(cfg, stage_size(cfg, "compress_base"))
     if rule in ("evaluate", "routing_analysis", "reference_loss", "compress"):
         stage = {"reference_loss": "dense", "compress": "compress_base"}.get(rule, wc.get("stage"))
         size = stage_size(cfg, stage)
@@ -387,6 +398,35 @@ def _base(cfg: dict, rule: str, wc: dict) -> dict:
     return small
 
 
+def speed_job(cfg: dict, size: ModelSize) -> dict:
+    """Resources of one compress_speed job (moelab.evaluate.compress_speed.measure_recipe), sized by the parent.
+
+    Decode steps per model: every length L of compress.speed.prompt_lens runs ``warmup`` short generations (at most
+    9 tokens), ``repeats`` timed ones of L tokens, and one of L tokens for the memory curve; two models. A step
+    takes CPU_DECODE_S_135M x active / 135M on CPU, on a GPU max(active bytes / GPU_BANDWIDTH, layers x
+    GPU_LAYER_S); prefill and loading add the evaluate rule's load time. Memory: both models on the host when
+    ``interleave`` (one otherwise) + the memory child process's model (CPU) + a process each.
+    """
+    sp = {**SPEED_DEFAULTS, **(cfg["compress"].get("speed") or {})}
+    steps = 2 * sum(sp["warmup"] * min(n, 9) + (sp["repeats"] + 1) * n for n in sp["prompt_lens"])
+    active = size.active_params()
+    if gpus(cfg):
+        step_s = max(active * dtype_bytes(cfg) / GPU_BANDWIDTH, size.layers * GPU_LAYER_S)
+    else:
+        step_s = CPU_DECODE_S_135M * active / 134.5e6
+    model = _model_mb(size, dtype_bytes(cfg))
+    copies = 2 if sp["interleave"] else 1
+    host = copies * model if not gpus(cfg) else model
+    child = model + PROCESS_MB["cpu"] if not gpus(cfg) else 0
+    return {
+        "mem_mb": host + child + PROCESS_MB[cfg["device"]],
+        "runtime": (steps * step_s + 4 * _model_mb(size) / DISK_MB_PER_S) / 60 + MIN_RUNTIME_MIN,
+        "gpu": gpus(cfg),
+        "cpus": 16,
+        "disk_mb": 1000,
+    }
+
+
 # SlimPajama-627B's share of each RedPajama set (dataset card, by bytes): streaming one set reads 1/share as much.
 SLIMPAJAMA_SHARE = {
     "RedPajamaCommonCrawl": 0.522, "RedPajamaC4": 0.267, "RedPajamaGithub": 0.052, "RedPajamaBook": 0.042,
@@ -394,7 +434,7 @@ SLIMPAJAMA_SHARE = {
 }  # fmt: skip
 SIZED_RULES = (
     "download_model", "download_base_model", "download_pretrain_data", "download_sft_data", "construct",
-    "construct_activated", "reference_loss", "pretrain", "sft", "sft_stage1", "compress", "evaluate",
+    "construct_activated", "reference_loss", "pretrain", "sft", "sft_stage1", "compress", "compress_speed", "evaluate",
     "routing_analysis", "sft_mixture_train", "sft_mixture_eval",
 )  # fmt: skip
 KEYS = ("mem_mb", "runtime", "gpu", "cpus", "disk_mb")

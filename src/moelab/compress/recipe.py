@@ -140,6 +140,8 @@ REQUIRED: dict[str, tuple[str, ...]] = {
     "layer_drop": ("n_drop",),
     "expert_drop": ("keep",),
 }
+# Names no recipe may take: results/compress/<name>/ of these is not a recipe's folder.
+RESERVED_NAMES = {"speed": "the name is reserved (results/compress/speed/ holds every recipe's speed record)"}
 TRIMMING = ("block_drop", "layer_drop", "expert_drop")
 PRUNING = ("magnitude", "wanda", "sparsegpt")
 QUANTISATION = ("rtn", "gptq", "awq")
@@ -227,6 +229,8 @@ def check_recipes(compress: dict) -> dict[str, list[dict]]:
     for name, steps in recipes.items():
         if not re.fullmatch(r"[A-Za-z0-9_.+-]+", str(name)):
             raise ValueError(f"compress.recipes.{name}: a recipe name is letters, digits and _ . + - only")
+        if name in RESERVED_NAMES:
+            raise ValueError(f"compress.recipes.{name}: {RESERVED_NAMES[name]}; rename the recipe")
         if not isinstance(steps, list) or not steps:
             raise ValueError(f"compress.recipes.{name} must be a non-empty list of steps")
         out[name] = [check_step(s, f"compress.recipes.{name}[{i}]") for i, s in enumerate(steps)]

@@ -218,14 +218,16 @@ def compare_speed(
     return records
 
 
-# Run in a fresh interpreter by `peak_memory_mb` (argv: model_dir prompt_len new_tokens dtype seed).
+# Run in a fresh interpreter by `peak_memory_curves` (argv: model_dir prompt_lens new_tokens dtype seed; the lengths
+# and new-token counts comma-separated, in increasing order).
 _MEMORY_CHILD = r"""
 import json, sys
 import torch
 from moelab.io import load_model
 from moelab.evaluate.speed import _generate_once, _rss_kib, random_prompt
 
-path, prompt_len, new_tokens, dtype, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+path, dtype, seed = sys.argv[1], sys.argv[4], int(sys.argv[5])
+lens, news = [int(x) for x in sys.argv[2].split(",")], [int(x) for x in sys.argv[3].split(",")]
 before = _rss_kib()
 model, _ = load_model(path, dtype=dtype, device="cpu")
 model.eval()
@@ -233,8 +235,11 @@ with torch.no_grad():  # fault in every weight page: load_model may leave safete
     for p in model.parameters():
         p.sum()
 after_load = _rss_kib()
-_generate_once(model, random_prompt(model, prompt_len, seed), new_tokens)
-print(json.dumps({"before_load_kib": before, "after_load_kib": after_load, "peak_kib": _rss_kib(peak=True)}))
+peaks = []
+for prompt_len, new_tokens in zip(lens, news):
+    _generate_once(model, random_prompt(model, prompt_len, seed), new_tokens)
+    peaks.append(_rss_kib(peak=True))
+print(json.dumps({"before_load_kib": before, "after_load_kib": after_load, "peak_kib": peaks}))
 """
 
 
@@ -282,46 +287,115 @@ def peak_memory_mb(
     Returns: dict with peak_mb, after_load_mb, before_load_mb, device, prompt_len, new_tokens, measure (what).
     Raises: ValueError for a bad prompt_len / new_tokens; RuntimeError if the child process fails (its stderr).
     """
-    new_tokens = _check(prompt_len, new_tokens)
-    base = {"device": device, "prompt_len": prompt_len, "new_tokens": new_tokens}
-    if device.startswith("cuda"):
-        from moelab.io import load_model
+    return peak_memory_curve(model_dir, [prompt_len], new_tokens, device=device, dtype=dtype, seed=seed)[0]
 
-        torch.cuda.empty_cache()
+
+def peak_memory_curve(
+    model_dir: str | Path,
+    prompt_lens,
+    new_tokens: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seed: int = 0,
+) -> list[dict]:
+    """`peak_memory_mb` at several prompt lengths with one load: one record per length, in increasing order.
+
+    The model is loaded once (CPU: in one fresh process) and generates at each prompt length in increasing order
+    (``new_tokens`` None = as many as that prompt, the paper's protocol). CPU: ``peak_mb`` of a length is the
+    process's high-water mark after that length's generation, i.e. the peak up to and including it; the KV cache
+    and activations grow with the length, so that is the peak of that length's generation (the weights dominate
+    both). CUDA: the allocator's peak is reset before every length, so each is that generation's own peak
+    (weights included). Fields as `peak_memory_mb`; before_load_mb and after_load_mb are the same for all.
+
+    Raises: ValueError for an empty ``prompt_lens`` or a bad length / new_tokens; RuntimeError if the child
+        process fails (its stderr).
+    """
+    return peak_memory_curves({"model": model_dir}, prompt_lens, new_tokens, device, dtype, seed)["model"]
+
+
+def peak_memory_curves(
+    model_dirs: dict,
+    prompt_lens,
+    new_tokens: int | None = None,
+    device: str = "cpu",
+    dtype: str = "float32",
+    seed: int = 0,
+) -> dict[str, list[dict]]:
+    """`peak_memory_curve` of several folders (name -> folder): name -> its records.
+
+    CPU: one fresh process per folder, all started at once (each process's peak RSS is its own, so running them
+    side by side changes their timing, not their memory); CUDA: one folder after another in this process.
+    Raises: as `peak_memory_curve`; RuntimeError names the folder whose process failed.
+    """
+    lens = sorted(dict.fromkeys(prompt_lens))
+    if not lens:
+        raise ValueError("prompt_lens is empty; give at least one prompt length")
+    news = [_check(n, new_tokens) for n in lens]
+    if device.startswith("cuda"):
+        return {k: _cuda_memory_curve(d, lens, news, device, dtype, seed) for k, d in model_dirs.items()}
+    src = str(Path(__file__).resolve().parents[2])  # the folder holding the moelab package
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
+
+    def start(folder):
+        lengths, tokens = ",".join(map(str, lens)), ",".join(map(str, news))
+        args = [sys.executable, "-c", _MEMORY_CHILD, str(folder), lengths, tokens, dtype, str(seed)]
+        return subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+    procs = {k: start(d) for k, d in model_dirs.items()}
+    done = {k: (p, *p.communicate()) for k, p in procs.items()}
+    out = {}
+    for k, (proc, stdout, stderr) in done.items():
+        if proc.returncode != 0:
+            raise RuntimeError(
+                f"memory measurement of {model_dirs[k]} failed (exit {proc.returncode}):\n{stderr}"
+            )
+        kib = json.loads(stdout.strip().splitlines()[-1])
+        out[k] = [
+            {
+                "device": device,
+                "prompt_len": prompt_len,
+                "new_tokens": n_new,
+                "peak_mb": peak / 1024,
+                "after_load_mb": kib["after_load_kib"] / 1024,
+                "before_load_mb": kib["before_load_kib"] / 1024,
+                "measure": "peak RSS (VmHWM) of a fresh process: interpreter + torch + model + generation",
+            }
+            for prompt_len, n_new, peak in zip(lens, news, kib["peak_kib"], strict=True)
+        ]
+    return out
+
+
+def _cuda_memory_curve(
+    model_dir, lens: list[int], news: list[int], device: str, dtype: str, seed: int
+) -> list[dict]:
+    """`peak_memory_curve` on CUDA, in this process (the allocator's peak reset before every length)."""
+    from moelab.io import load_model
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    start = torch.cuda.memory_allocated(device)
+    model, _ = load_model(model_dir, dtype=dtype, device=device)
+    model.eval()
+    after = torch.cuda.memory_allocated(device) - start
+    peaks = []
+    for prompt_len, n_new in zip(lens, news, strict=True):
         torch.cuda.reset_peak_memory_stats(device)
-        start = torch.cuda.memory_allocated(device)
-        model, _ = load_model(model_dir, dtype=dtype, device=device)
-        model.eval()
-        after = torch.cuda.memory_allocated(device) - start
-        _generate_once(model, random_prompt(model, prompt_len, seed), new_tokens)
-        peak = torch.cuda.max_memory_allocated(device) - start
-        del model
-        torch.cuda.empty_cache()
-        return {
-            **base,
+        _generate_once(model, random_prompt(model, prompt_len, seed), n_new)
+        peaks.append(torch.cuda.max_memory_allocated(device) - start)
+    del model
+    torch.cuda.empty_cache()
+    return [
+        {
+            "device": device,
+            "prompt_len": prompt_len,
+            "new_tokens": n_new,
             "peak_mb": peak / 2**20,
             "after_load_mb": after / 2**20,
             "before_load_mb": 0.0,
             "measure": "torch.cuda.max_memory_allocated (tensors only), in-process",
         }
-    src = str(Path(__file__).resolve().parents[2])  # the folder holding the moelab package
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
-    args = [str(model_dir), str(prompt_len), str(new_tokens), dtype, str(seed)]
-    proc = subprocess.run(
-        [sys.executable, "-c", _MEMORY_CHILD, *args], capture_output=True, text=True, env=env, check=False
-    )
-    if proc.returncode != 0:
-        raise RuntimeError(
-            f"memory measurement of {model_dir} failed (exit {proc.returncode}):\n{proc.stderr}"
-        )
-    kib = json.loads(proc.stdout.strip().splitlines()[-1])
-    return {
-        **base,
-        "peak_mb": kib["peak_kib"] / 1024,
-        "after_load_mb": kib["after_load_kib"] / 1024,
-        "before_load_mb": kib["before_load_kib"] / 1024,
-        "measure": "peak RSS (VmHWM) of a fresh process: interpreter + torch + model + generation",
-    }
+        for prompt_len, n_new, peak in zip(lens, news, peaks, strict=True)
+    ]
 
 
 def flops_per_token(model, context_len: int = 0) -> float:

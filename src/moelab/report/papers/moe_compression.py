@@ -16,11 +16,32 @@ COLUMNS = (
     Column("speedup", kind="extra", unit="x", label="speed-up"),
     Column("memory_gb", kind="extra", unit="GB", label="memory (GB)", higher_is_better=False),
 )
+# table_methods / table_recipe add our batch-1 speed and memory (rule compress_speed): "speedup" is the published
+# column (one 2048-token forward pass vs bf16: ours = the prefill speed-up at our longest prompt), then the decode
+# speed-up (no published number) and the weights at their storage width.
+SPEED_COLUMNS = (
+    *COLUMNS[:-2],
+    Column("speedup", kind="extra", unit="x", label="prefill speed-up"),
+    Column("decode_speedup", kind="extra", unit="x", label="decode speed-up"),
+    Column("memory_gb", kind="extra", unit="GB", label="memory (GB)", higher_is_better=False),
+    Column("storage_gb", kind="extra", unit="GB", label="storage (GB)", higher_is_better=False),
+)
 ORIGINAL = Row(MC_ORIG, published="Mixtral-8x7B (original)", ours="compress_base/moe_compression")
 SCALE_NOTE = (
     "retained % = avg_common / avg_common of the model before compression; params = total parameters after "
     "compression (results/compress/<recipe>/recipe.json). Quantised rows are quantise-dequantise in fp32: their "
     "params count is the fp32 model's; their quality is the low-bit weights'."
+)
+SPEED_NOTE = (
+    "Speed and memory (results/compress/speed/<recipe>.json, table_speed): batch 1, each recipe measured beside "
+    "the model before compression in one job with interleaved repeats, at our longest prompt length (as many "
+    "tokens generated). prefill speed-up = its prefill tokens/s / the parent's (published: one forward pass on "
+    "2048 tokens vs bf16, the paper's Table 3); decode speed-up = the same for decode tokens/s (1 / median "
+    "per-token time; no published number); memory = peak memory of a fresh process less its interpreter and "
+    "torch (GB = 2^30 bytes); storage = the weights at their storage width (expert weights packed at the "
+    "quantised width for RTN / GPTQ / AWQ: a count, not a measurement). Quantised rows run float32 kernels "
+    "(quantise-dequantise), so their speed-up and memory are the float32 model's: no 4-bit kernel runs here, "
+    "unlike the paper's AWQ rows."
 )
 
 
@@ -102,7 +123,7 @@ MOE_COMPRESSION_METHODS = TableSpec(
     name="table_methods",
     title="Every compression method and amount (Expert Slimming / Trimming)",
     published_table="main",
-    columns=COLUMNS,
+    columns=SPEED_COLUMNS,
     rows=_rows(METHOD_ROWS),
     claims=(
         Claim(
@@ -126,14 +147,14 @@ MOE_COMPRESSION_METHODS = TableSpec(
         ),  # fmt: skip
     ),
     reference=MC_ORIG,
-    notes=(SCALE_NOTE,),
+    notes=(SCALE_NOTE, SPEED_NOTE),
 )
 MOE_COMPRESSION_RECIPE = TableSpec(
     paper="moe_compression",
     name="table_recipe",
     title="Compression recipes: Expert Trimming and Slimming combined",
     published_table="main",
-    columns=COLUMNS,
+    columns=SPEED_COLUMNS,
     rows=_rows(RECIPE_ROWS),
     claims=(
         Claim(
@@ -158,6 +179,7 @@ MOE_COMPRESSION_RECIPE = TableSpec(
         "from the calibration text and merged back (recipe.json: held-out loss before / after); the paper "
         "fine-tunes with LoRA r = 32 on Alpaca-GPT4 and publishes no row for it here.",
         SCALE_NOTE,
+        SPEED_NOTE,
     ),
 )
 
@@ -168,8 +190,28 @@ TABLE_TARGETS: dict[str, str] = {
     "table_recipe": "moe_compression_methods",
 }
 
-EXTRA_OUTPUTS: dict[str, Output] = {}
-# Figures and tables of the paper that no stage draws yet (index.md: not reproduced yet).
-PENDING: dict[str, str] = {
-    "table_speed": "prefill / decode tokens/s and peak memory by prompt length (needs the speed benchmark)",
+
+def recipe_labels() -> dict[str, tuple[str, str | None]]:
+    """recipe name -> (row label, published model name or None) of table_methods then table_recipe."""
+    return {r: (label, pub) for label, r, pub in (*METHOD_ROWS, *RECIPE_ROWS)}
+
+
+# Built by target moe_compression_methods (rules/compress_speed.smk), not in `all`.
+EXTRA_OUTPUTS: dict[str, Output] = {
+    "table_speed": Output(
+        "table",
+        "Batch-1 prefill / decode tokens/s and memory by prompt length, the model before compression and each method",
+        in_all=False,
+        target="moe_compression_methods",
+        heading="MoE compression: batch-1 speed and memory of every method beside the model before compression",
+    ),
+    "fig_tradeoff": Output(
+        "figure",
+        "Performance retained vs decode speed-up, one marker per method and amount (published: Table 3)",
+        in_all=False,
+        target="moe_compression_methods",
+        heading="MoE compression: performance retained vs speed-up",
+    ),
 }
+# Figures and tables of the paper that no stage draws yet (index.md: not reproduced yet).
+PENDING: dict[str, str] = {}
