@@ -133,9 +133,12 @@ def test_loss_falls_on_separable_toy(variant):
 
 def test_same_seed_same_result_other_seed_differs():
     splits = toy_splits()
-    run = lambda s: run_classifier(
-        tiny_loader, encode, splits, "parallel_random40", CFG, seed=s, progress=False
-    )  # noqa: E731
+
+    def run(seed):
+        return run_classifier(
+            tiny_loader, encode, splits, "parallel_random40", CFG, seed=seed, progress=False
+        )
+
     a, b, c = run(1), run(1), run(2)
     assert a["losses"] == b["losses"] and (a["dev_acc"], a["test_acc"]) == (b["dev_acc"], b["test_acc"])
     assert a["losses"] != c["losses"]
