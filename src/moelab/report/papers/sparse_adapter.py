@@ -15,7 +15,7 @@ SWEEPS = {"in_all": False, "target": "sparse_adapter_sweeps"}
 EXTRA_OUTPUTS: dict[str, Output] = {
     "table_glue": Output(
         "table",
-        "Adapter types x {dense, + SparseAdapter} x tasks, full fine-tuning, parameter counts (3 seeds)",
+        "Adapter types x {dense, + SparseAdapter} x tasks, full fine-tuning, parameter counts (mean ± sd over seeds)",
         heading="SparseAdapter: adapters dense and pruned at initialisation vs full fine-tuning",
     ),
     "table_large_sparse": Output(
