@@ -1,23 +1,13 @@
 # SparseAdapter (arXiv 2210.04284; moelab.adapters): adapters on a frozen pretrained encoder, pruned once at
 # initialisation, on offline text classification tasks. One job per run trains every task and every seed of
-# sparse_adapter.seeds (one process: the imports and the encoder load once). table_glue is in `all` (target sparse_adapter); the sparsity sweep and Large-Sparse are in
-# target sparse_adapter_sweeps. Run names: moelab.adapters.options.variant_name (houlsby_snip40, full_ft, ...).
-from moelab.adapters.plan import large_sparse_variants, sweep_runs, sweep_variants, table_variants
-
-SA = config["sparse_adapter"]
-SA_DIR = "results/sparse_adapter"
+# sparse_adapter.seeds (one process: imports and encoder load once). table_glue is in `all` (target
+# sparse_adapter); the sparsity sweep and Large-Sparse are in target sparse_adapter_sweeps (not in `all`).
+# Config, run files and sa_runs(): rules/common.smk. Run names: moelab.adapters.options.variant_name (houlsby_snip40, full_ft, ...).
 SA_PAPER = f"{PAPERS_DIR}/sparse_adapter"
-SA_TRAIN_KEYS = ("steps", "batch_size", "lr", "full_ft_lr", "weight_decay", "warmup_steps", "max_len",
-                 "eval_batch_size", "bottleneck", "prune_examples", "synflow_iterations")  # fmt: skip
 
 
 wildcard_constraints:
     variant=r"[a-z0-9_]+",
-
-
-def sa_runs(variants):
-    """results/sparse_adapter/<run>.json of every run in `variants` (each once)."""
-    return expand(f"{SA_DIR}/{{variant}}.json", variant=list(dict.fromkeys(variants)))
 
 
 rule sparse_adapter_encoder:
@@ -90,7 +80,7 @@ rule sparse_adapter_table_glue:
         sa_runs(table_variants(SA)),
     output:
         csv=f"{SA_PAPER}/table_glue.csv",
-        md=report(f"{SA_PAPER}/table_glue.md", caption="../report/sparse_adapter_table_glue.rst", category="SparseAdapter"),
+        md=report(f"{SA_PAPER}/table_glue.md", caption="../report/sparse_adapter_table_glue.rst", category=PAPER_LABELS["sparse_adapter"]),
     params:
         table="glue",
         variants=table_variants(SA),
@@ -114,7 +104,7 @@ use rule sparse_adapter_table_glue as sparse_adapter_table_large_sparse with:
         sa_runs([*large_sparse_variants(SA).values(), "full_ft"]),
     output:
         csv=f"{SA_PAPER}/table_large_sparse.csv",
-        md=report(f"{SA_PAPER}/table_large_sparse.md", caption="../report/sparse_adapter_table_large_sparse.rst", category="SparseAdapter"),
+        md=report(f"{SA_PAPER}/table_large_sparse.md", caption="../report/sparse_adapter_table_large_sparse.rst", category=PAPER_LABELS["sparse_adapter"]),
     params:
         table="large_sparse",
         variants=large_sparse_variants(SA),
@@ -129,9 +119,9 @@ rule sparse_adapter_figures:
     input:
         sa_runs(sweep_runs(SA)),
     output:
-        sparsity_png=report(f"{SA_PAPER}/fig_sparsity.png", caption="../report/sparse_adapter_fig_sparsity.rst", category="SparseAdapter"),
+        sparsity_png=report(f"{SA_PAPER}/fig_sparsity.png", caption="../report/sparse_adapter_fig_sparsity.rst", category=PAPER_LABELS["sparse_adapter"]),
         sparsity_pdf=f"{SA_PAPER}/fig_sparsity.pdf",
-        large_png=report(f"{SA_PAPER}/fig_large_sparse.png", caption="../report/sparse_adapter_fig_large_sparse.rst", category="SparseAdapter"),
+        large_png=report(f"{SA_PAPER}/fig_large_sparse.png", caption="../report/sparse_adapter_fig_large_sparse.rst", category=PAPER_LABELS["sparse_adapter"]),
         large_pdf=f"{SA_PAPER}/fig_large_sparse.pdf",
     params:
         sweep=sweep_variants(SA),

@@ -11,7 +11,11 @@ prov = Provenance(config=cfg, inputs=list(sm.input))
 runs, tasks = sa.read_runs(sm.input), list(cfg["tasks"])
 sweep = {p: {float(s): v for s, v in by.items()} for p, by in sm.params.sweep.items()}
 large = {int(k): v for k, v in sm.params.large.items()}
-sa.plot_sparsity(runs, sweep, tasks, out.sparsity_png, out.sparsity_pdf, "SparseAdapter: accuracy vs sparsity")
-sa.plot_large_sparse(runs, large, tasks, out.large_png, out.large_pdf, "SparseAdapter: Large-Sparse vs full FT")
+sa.plot_sparsity(
+    runs, sweep, tasks, out.sparsity_png, out.sparsity_pdf, "SparseAdapter: accuracy vs sparsity"
+)
+sa.plot_large_sparse(
+    runs, large, tasks, out.large_png, out.large_pdf, "SparseAdapter: Large-Sparse vs full FT"
+)
 for path in out:
     prov.write(path)

