@@ -196,3 +196,16 @@ def test_report_verdicts_against_the_seed_spread():
                                  "glue")  # fmt: skip
     assert df.sst2.round(6).tolist() == [72.0, 91.0] and df.nonzero.tolist() == [6, 6]
     assert (df.published_average == "—").all()
+
+
+def test_encoder_from_a_local_folder_shaped_like_the_hubs(tmp_path):
+    from moelab.adapters.encoder import classifier_loader, materialise_encoder
+
+    tiny = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+    hub_like = materialise_encoder({"source": "tiny", "tiny": tiny}, tmp_path / "hub_like", seed=0)
+    assert (hub_like / "config.json").exists() and (hub_like / "model.safetensors").exists()
+    out = materialise_encoder({"source": "pretrained", "name": str(hub_like)}, tmp_path / "encoder")
+    model = classifier_loader(out)(3)
+    assert model.config.num_labels == 3 and model.config.hidden_size == 16
+    with pytest.raises(ConfigError, match="sparse_adapter.encoder.source"):
+        materialise_encoder({"source": "gguf"}, tmp_path / "x")
