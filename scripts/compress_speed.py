@@ -1,5 +1,6 @@
 """Batch-1 speed, memory, size and FLOPs of one compression recipe's model beside its parent (rule compress_speed)."""
 
+from moelab.compress.footprint import RecipeFootprint
 from moelab.evaluate.compress_speed import measure_recipe
 from moelab.provenance import Provenance, write_json
 from moelab.runtime import resolve_device, setup
@@ -13,7 +14,6 @@ prov = Provenance(
 record = measure_recipe(
     sm.input.parent,
     sm.input.model,
-    steps,
     cfg["prompt_lens"],
     repeats=cfg["repeats"],
     warmup=cfg["warmup"],
@@ -22,6 +22,7 @@ record = measure_recipe(
     dtype=sm.params.dtype,
     interleave=cfg["interleave"],
     log=log,
+    footprint=RecipeFootprint(steps, sm.params.dtype),
 )
 record = {"recipe": sm.wildcards.recipe, "steps": steps, **record}
 log.info("recipe %s: %s (%s)", sm.wildcards.recipe, record["summary"], record["kernels"])

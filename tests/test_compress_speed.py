@@ -10,6 +10,7 @@ from conftest import tiny_softmax_moe
 from tiny_folders import tiny_tokenizer
 
 from moelab.compress.drop import drop_blocks
+from moelab.compress.footprint import RecipeFootprint, kernels_note, quant_step, storage
 from moelab.compress.quantize import quantize_experts
 from moelab.evaluate import compress_speed as cs
 from moelab.evaluate import speed
@@ -49,7 +50,7 @@ def test_block_drop_of_half_the_blocks_halves_the_block_flops():
     assert before == 2 * (HEAD + 4 * BLOCK_ACTIVE)
     assert after == 2 * (HEAD + 2 * BLOCK_ACTIVE)
     assert before - after == pytest.approx((before - 2 * HEAD) / 2)
-    size = cs.model_size(child, [{"method": "block_drop", "n_drop": 2}], context_len=32)
+    size = cs.model_size(child, context_len=32)
     assert size["flops_per_token"] == after and size["context_len"] == 32
     assert size["flops_per_token_at_context"] == after + 4 * 2 * 4 * 16 * 32  # 2 blocks x 4 heads x 16 dims
     assert size["storage_bytes"] == size["weights_bytes"] == 4 * size["params_total"]
@@ -91,7 +92,14 @@ def virtual_clock(monkeypatch):
 def test_speed_record_fields_and_ratios_with_a_virtual_clock(folders, monkeypatch, interleave):
     virtual_clock(monkeypatch)
     steps = [{"method": "block_drop", "n_drop": 2}]
-    rec = cs.measure_recipe(*folders, steps, [8, 4], repeats=2, warmup=1, interleave=interleave)
+    rec = cs.measure_recipe(
+        *folders,
+        [8, 4],
+        repeats=2,
+        warmup=1,
+        interleave=interleave,
+        footprint=RecipeFootprint(steps, "float32"),
+    )
     assert rec["prompt_lens"] == [4, 8] and rec["batch"] == 1 and rec["interleaved"] is interleave
     assert rec["fake_quantised"] is False and "removed" in rec["kernels"]
     assert [(r["model"], r["prompt_len"]) for r in rec["rows"]] == [
@@ -119,22 +127,22 @@ def test_speed_record_fields_and_ratios_with_a_virtual_clock(folders, monkeypatc
 
 def test_bad_speed_arguments_are_named(folders):
     with pytest.raises(ValueError, match="prompt_lens is empty"):
-        cs.measure_recipe(*folders, [], [])
+        cs.measure_recipe(*folders, [])
     with pytest.raises(ValueError, match="repeats a length"):
-        cs.measure_recipe(*folders, [], [4, 4])
+        cs.measure_recipe(*folders, [4, 4])
     with pytest.raises(ValueError, match=r"prompt_len must be an integer >= 1, got 0"):
-        cs.measure_recipe(*folders, [], [0])
+        cs.measure_recipe(*folders, [0])
     with pytest.raises(ValueError, match="repeats must be >= 1"):
-        cs.measure_recipe(*folders, [], [4], repeats=0)
+        cs.measure_recipe(*folders, [4], repeats=0)
     with pytest.raises(ValueError, match="step 0.method"):
-        cs.measure_recipe(*folders, [{"method": "zip"}], [4])
+        RecipeFootprint([{"method": "zip"}], "float32")
 
 
 def test_fake_quantised_storage_counts_packed_expert_weights():
     model = tiny_softmax_moe()
     quantize_experts(model, None, "rtn", bits=4, group_size=32)
     steps = [{"method": "rtn", "bits": 4, "group_size": 32}]
-    st = cs.storage(model, steps)
+    st = storage(model, steps)
     experts = 2 * 3 * 64 * 128  # 2 layers x (gate, up, down) of 64 x 128 over the 4 experts of 32
     # gate/up: [32, 64] per expert, rows of 2 groups of 32; down: [64, 32], rows of 1 group
     groups = 2 * (2 * 128 * 64 // 32 + 64 * 128 // 32)
@@ -142,10 +150,10 @@ def test_fake_quantised_storage_counts_packed_expert_weights():
     assert st["weights_bytes"] == 4 * sum(p.numel() for p in model.parameters())
     assert st["storage_bytes"] == st["weights_bytes"] - 4 * experts + packed
     assert st["storage_bits"] == 4 and "a count, not a measurement" in st["storage"]
-    assert "quantise-dequantise" in cs.kernels_note(steps, "float32")
+    assert "quantise-dequantise" in kernels_note(steps, "float32")
     gptq = {"method": "gptq", "bits": 4, "group_size": 128, "g_idx": True}
-    assert cs.quant_step([{"method": "gptq"}]) == gptq
-    assert cs.quant_step([{"method": "block_drop", "n_drop": 1}]) is None
+    assert quant_step([{"method": "gptq"}]) == gptq
+    assert quant_step([{"method": "block_drop", "n_drop": 1}]) is None
 
 
 @pytest.mark.slow
@@ -157,7 +165,7 @@ def test_real_record_of_a_fake_quantised_recipe(tmp_path):
     quantize_experts(model, None, "rtn", bits=4, group_size=32)
     child = save_model(model, tok, tmp_path / "child")
     steps = [{"method": "rtn", "bits": 4, "group_size": 32}]
-    rec = cs.measure_recipe(parent, child, steps, [4, 8], repeats=1)
+    rec = cs.measure_recipe(parent, child, [4, 8], repeats=1, footprint=RecipeFootprint(steps, "float32"))
     assert rec["fake_quantised"] is True and rec["models"]["compressed"]["storage_bits"] == 4
     assert rec["models"]["parent"]["params_total"] == rec["models"]["compressed"]["params_total"]
     assert rec["summary"]["storage_ratio"] < 1.0 and rec["summary"]["flops_ratio"] == 1.0

@@ -9,7 +9,9 @@ recipe compressed) and the compressed model are measured in one process with the
 Units: tokens/s; seconds; memory and storage in GB = 2**30 bytes (the paper's "GB": its Mixtral-8x7B bf16 row,
 87.7 GB, is 46.7B parameters x 2 bytes = 87.0 GiB of weights plus activations); FLOPs per token (forward).
 
-Honesty about what is measured (the fields ``kernels`` and ``fake_quantised`` of every record):
+Honesty about what is measured (the fields ``kernels`` and ``fake_quantised`` of every record; what a recipe's
+weights are stored and multiplied as comes from the caller's ``footprint``, `moelab.compress.footprint.RecipeFootprint`
+for rule compress_speed: this stage does not import the compress stage):
     - rtn / gptq / awq in this repository are quantise-dequantise: the weights are stored and multiplied in the
       model's float dtype, so the quantised model runs the same kernels as its parent and no speed-up or memory
       saving is expected from the quantisation; ``storage_bytes`` is the separate count of the bytes its expert
@@ -30,8 +32,6 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from moelab.compress.quantize import weight_bits_report
-from moelab.compress.recipe import PRUNING, QUANTISATION, TRIMMING, check_step
 from moelab.evaluate.speed import (
     compare_speed,
     flops_per_token,
@@ -44,90 +44,30 @@ from moelab.io import count_parameters, load_model
 GB = 2**30  # bytes; the paper's GB (see the module docstring)
 # The record's model names: the parent is the first, every ratio divides by it.
 MODELS = ("parent", "compressed")
-# The quantisers' defaults where a step leaves bits / group_size out (moelab.compress.registry, METHOD_OPTIONS).
-QUANT_DEFAULTS = {"bits": 4, "group_size": 128, "desc_act": True}
 
 
-def quant_step(steps: list[dict]) -> dict | None:
-    """The last quantisation step (rtn / gptq / awq) of a recipe with its defaults filled, or None.
-
-    Returns: {"method", "bits", "group_size", "g_idx"}; g_idx = GPTQ with desc_act (act-order without static
-        groups: the packed layout keeps one int32 group index per input column, as AutoGPTQ's).
-    Raises: ValueError naming the step that does not pass `moelab.compress.recipe.check_step`.
-    """
-    found = None
-    for i, step in enumerate(steps):
-        step = check_step(step, f"step {i}")
-        if step["method"] in QUANTISATION:
-            found = {**QUANT_DEFAULTS, **step}
-    if found is None:
-        return None
-    return {
-        "method": found["method"],
-        "bits": found["bits"],
-        "group_size": found["group_size"],
-        "g_idx": found["method"] == "gptq" and bool(found["desc_act"]),
-    }
-
-
-def kernels_note(steps: list[dict], dtype: str) -> str:
-    """What the model's matmuls run as (the record's ``kernels`` field and the tables' kernels column)."""
-    methods = {s["method"] for s in steps}
-    q = quant_step(steps)
-    parts = [f"{dtype} dense kernels"]
-    if q:
-        parts.append(
-            f"{q['bits']}-bit {q['method']} is quantise-dequantise: its weights are stored and multiplied in "
-            f"{dtype} (no low-bit kernel; no speed-up expected from it)"
-        )
-    if methods & set(PRUNING):
-        parts.append("pruned weights are zeros in dense matrices (no sparse kernel)")
-    if methods & set(TRIMMING):
-        parts.append("dropped blocks / layers / experts are removed")
-    return "; ".join(parts)
-
-
-def storage(model, steps: list[dict]) -> dict:
-    """Bytes of ``model``'s weights as loaded and at their storage width.
-
-    Args:
-        model: the loaded model (any dtype); steps: the recipe that made it ([] for the parent).
-    Returns: {"weights_bytes": sum of numel x element size over the parameters (as measured: what the kernels
-        read), "storage_bytes": the same with every expert matrix packed at the recipe's quantised width when it
-        quantises (`weight_bits_report`: b-bit integers + an fp16 scale and b-bit zero per group, + g_idx for
-        GPTQ act-order), else = weights_bytes, "storage_bits": the quantised width or None, "storage":
-        what storage_bytes counts}. Experts left unquantised by ``unrouted: skip`` are counted packed too.
-    """
-    params = list(model.parameters())
-    weights = sum(p.numel() * p.element_size() for p in params)
-    q = quant_step(steps)
-    if q is None:
-        return {
-            "weights_bytes": weights,
-            "storage_bytes": weights,
-            "storage_bits": None,
-            "storage": "the weights as loaded",
-        }
-    rep = weight_bits_report(model, q["bits"], q["group_size"], g_idx=q["g_idx"])
-    packed = weights - rep["params"] * params[0].element_size() + rep["bytes"]["quantized"]
+def as_loaded(model) -> dict:
+    """Storage of ``model``'s weights as loaded (no footprint given): weights_bytes = storage_bytes = sum of numel x
+    element size over the parameters, storage_bits None."""
+    weights = sum(p.numel() * p.element_size() for p in model.parameters())
     return {
         "weights_bytes": weights,
-        "storage_bytes": packed,
-        "storage_bits": q["bits"],
-        "storage": (
-            f"expert weights packed at {q['bits']} bits (group {q['group_size']}, {rep['bits_per_weight']:.2f} "
-            "bits per weight with scales and zeros), the rest as loaded; a count, not a measurement"
-        ),
+        "storage_bytes": weights,
+        "storage_bits": None,
+        "storage": "the weights as loaded",
     }
 
 
-def model_size(model, steps: list[dict], context_len: int) -> dict:
+def model_size(model, context_len: int, storage: dict | None = None) -> dict:
     """Parameters, FLOPs per token and storage of one loaded model.
 
+    Args:
+        storage: the model's storage fields (``weights_bytes``, ``storage_bytes``, ``storage_bits``, ``storage``,
+            e.g. `moelab.compress.footprint.RecipeFootprint.storage`); None = `as_loaded`.
     Returns: {"params_total", "params_active" (`moelab.io.count_parameters`), "flops_per_token" (forward FLOPs
         per token without attention's sequence term, `moelab.evaluate.speed.flops_per_token`),
         "flops_per_token_at_context" (with it, at ``context_len`` tokens attended to), "context_len", and the
-        fields of `storage`}.
+        storage fields}.
     """
     params = count_parameters(model)
     return {
@@ -136,7 +76,7 @@ def model_size(model, steps: list[dict], context_len: int) -> dict:
         "flops_per_token": flops_per_token(model),
         "flops_per_token_at_context": flops_per_token(model, context_len=context_len),
         "context_len": context_len,
-        **storage(model, steps),
+        **(storage if storage is not None else as_loaded(model)),
     }
 
 
@@ -171,7 +111,6 @@ def _check_lens(prompt_lens) -> list[int]:
 def measure_recipe(
     parent_dir: str | Path,
     model_dir: str | Path,
-    steps: list[dict],
     prompt_lens,
     repeats: int = 2,
     warmup: int = 1,
@@ -180,18 +119,22 @@ def measure_recipe(
     dtype: str = "float32",
     interleave: bool = True,
     log: logging.Logger | None = None,
+    footprint=None,
 ) -> dict:
     """Speed, memory, parameters, FLOPs and storage of a compressed model and its parent, batch 1.
 
     Args:
         parent_dir: the uncompressed model (the compress rule's input); model_dir: the compressed model.
-        steps: the recipe that made model_dir (for its storage and kernels notes).
         prompt_lens: prompt lengths (each generates as many tokens); repeats / warmup / seed: as
             `moelab.evaluate.speed.compare_speed`.
         interleave: True = both models in memory, every round runs the parent then the compressed model
             (`compare_speed`); False = one model in memory at a time (a model and its compressed copy that do
             not fit one device together, e.g. Mixtral-8x7B on one GPU): the parent's lengths, then the
             compressed model's, so load drift between the two is not cancelled.
+        footprint: what the compressed model's weights are stored and run as: an object with
+            ``storage(model, compressed: bool) -> dict`` (the `model_size` storage fields), ``kernels`` (str) and
+            ``fake_quantised`` (bool), e.g. `moelab.compress.footprint.RecipeFootprint`; None = both models as
+            loaded, ``{dtype} dense kernels``.
     Memory: `moelab.evaluate.speed.peak_memory_curves` of both folders (CPU: a fresh process each, side by side)
         at every length;
         ``memory_gb`` = (peak - before_load) / GB: the model, its load-time copies, KV cache and activations,
@@ -202,7 +145,7 @@ def measure_recipe(
         per (length, model) with prefill/decode tokens/s and speed-ups, memory_gb, memory_pct (of the parent's
         at that length), peak_process_gb, "summary": the compressed model's ratios at the longest length,
         "machine": `machine_info`, "seconds": wall time}.
-    Raises: ValueError for empty / repeated / non-positive prompt lengths, a bad step, or what the speed
+    Raises: ValueError for empty / repeated / non-positive prompt lengths, or what the speed
         functions reject; the load errors of `moelab.io.load_model`.
     """
     start = time.perf_counter()
@@ -211,14 +154,14 @@ def measure_recipe(
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats!r} (compress.speed.repeats)")
     dirs = dict(zip(MODELS, (Path(parent_dir), Path(model_dir)), strict=True))
-    recipes = {"parent": [], "compressed": [check_step(s, f"step {i}") for i, s in enumerate(steps)]}
     context = 2 * lens[-1]  # tokens attended to at the end of the longest generation
     sizes: dict[str, dict] = {}
 
     def load(name):
         model, _ = load_model(dirs[name], dtype=dtype, device=device)
         model.eval()
-        sizes[name] = {"path": str(dirs[name]), **model_size(model, recipes[name], context)}
+        storage = footprint.storage(model, name == MODELS[1]) if footprint is not None else None
+        sizes[name] = {"path": str(dirs[name]), **model_size(model, context, storage)}
         return model
 
     records: list[dict] = []
@@ -284,7 +227,6 @@ def measure_recipe(
         "flops_ratio": com["flops_per_token"] / par["flops_per_token"],
         "params_ratio": com["params_total"] / par["params_total"],
     }
-    q = quant_step(recipes["compressed"])
     return {
         "batch": 1,
         "device": device,
@@ -294,8 +236,8 @@ def measure_recipe(
         "warmup": warmup,
         "seed": seed,
         "interleaved": bool(interleave),
-        "fake_quantised": q is not None,
-        "kernels": kernels_note(recipes["compressed"], dtype),
+        "fake_quantised": bool(footprint.fake_quantised) if footprint is not None else False,
+        "kernels": footprint.kernels if footprint is not None else f"{dtype} dense kernels",
         "models": sizes,
         "speed": records,
         "memory": memory,
