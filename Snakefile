@@ -31,6 +31,7 @@ include: "rules/filter.smk"
 include: "rules/cpt_ablation.smk"
 include: "rules/sft_mixture.smk"
 include: "rules/post_training.smk"
+include: "rules/sparse_adapter.smk"
 
 
 # cluster runs: the report rules and the evaluation-data downloads run here, not one sbatch job each

@@ -5,6 +5,7 @@ from dataclasses import asdict
 
 import yaml
 
+from moelab.adapters.plan import large_sparse_variants, sweep_runs, sweep_variants, table_variants
 from moelab.config import (
     check_workflow_config,
     compress_recipes,
@@ -306,3 +307,16 @@ def post_final_model(wildcards):
     """The model after the last stage of run {pt_run}/seed{seed}."""
     key = f"{wildcards.pt_run}/seed{wildcards.seed}"
     return f"{post_stage_dir(key, list(post_run(wildcards)['stages'])[-1])}/model"
+
+
+# SparseAdapter stage (rules/sparse_adapter.smk): its config section, run files and training settings.
+
+SA = config["sparse_adapter"]
+SA_DIR = "results/sparse_adapter"
+SA_TRAIN_KEYS = ("steps", "batch_size", "lr", "full_ft_lr", "weight_decay", "warmup_steps", "max_len",
+                 "eval_batch_size", "bottleneck", "prune_examples", "synflow_iterations")  # fmt: skip
+
+
+def sa_runs(variants):
+    """results/sparse_adapter/<run>.json of every run in `variants` (each once)."""
+    return expand(f"{SA_DIR}/{{variant}}.json", variant=list(dict.fromkeys(variants)))

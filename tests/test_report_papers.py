@@ -94,8 +94,8 @@ def test_missing_stage_is_not_reproduced_yet():
     assert long[long.row == LM_CPT].delta.isna().all()
     assert "not judged (MoE after CPT: not reproduced yet)" in verdict(spec, spec.claims[0], long)
     # a paper with no stage at all: every our cell says so, and the Markdown says the numbers are not here
-    glue = table_spec("sparse_adapter", "table_glue")
-    long = paper_table(glue, load_published("sparse_adapter"), {})
+    glue = table_spec("pad_net", "table_glue")
+    long = paper_table(glue, load_published("pad_net"), {})
     ours_rows = long[long.ours_from.notna()]
     assert len(ours_rows) and (ours_rows.ours == NOT_YET).all()
 

@@ -115,11 +115,13 @@ def test_smoke_workflow_end_to_end(tmp_path):
         assert f"{res['stage']}/{res['paper']}" == key and res["model_sha256"]
         assert set(res["primary"]) == set(res["paper_fewshot"]) == set(res["cached"])
         assert all(res["tasks"][t]["num_fewshot"] == min(n, 1) for t, n in res["paper_fewshot"].items())
-    # pretrain/llama_moe and sft_base/moe_sft (one model) share 0-shot ARC-e: scored by one job, cached for the other
+    # pretrain/llama_moe and sft_base/moe_sft (one model) share 0-shot ARC-e: scored by one job, cached for the
+    # other, or scored by both when the two jobs ran at the same time (Slurm starts both on its two CPUs; the
+    # cache itself is tested in test_evaluate_plan.py); never a cache hit without a job that scored it
     shared = [
         json.loads((evals / f"{k}.json").read_text()) for k in ("pretrain/llama_moe", "sft_base/moe_sft")
     ]
-    assert sorted(r["cached"]["arc_easy"] for r in shared) == [False, True]
+    assert sorted(r["cached"]["arc_easy"] for r in shared) in ([False, True], [False, False])
     assert shared[0]["tasks"]["arc_easy"] == shared[1]["tasks"]["arc_easy"]
     load = pd.read_csv(wf / "results" / "routing" / "pretrain" / "gate_load.csv")
     assert load.groupby(["source", "layer"]).fraction.sum().round(6).eq(1).all()

@@ -649,3 +649,7 @@ def check_workflow_config(cfg: dict, base: dict | None = None, overlays=()) -> N
         check_overlays(base, overlays)
     check_config(cfg)
     check_model_facts(cfg)
+    if "sparse_adapter" in cfg:
+        from moelab.adapters.plan import check_section
+
+        check_section(cfg["sparse_adapter"])

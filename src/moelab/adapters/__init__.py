@@ -6,6 +6,8 @@
 - ``masks.py``: binary masks applied in forward as ``W * M``, one global threshold over all adapters.
 - ``pruners.py``: the five pruning-at-initialisation scores (random, magnitude, SNIP, GraSP, SynFlow) and
   :func:`prune`.
+- ``data.py``: the offline text classification tasks, split into train / dev / test by seed.
+- ``train.py``: the classification loop (frozen encoder + adapters + linear head, AdamW, accuracy).
 
 ``sparsity`` is the fraction of weights REMOVED everywhere (the upstream CLI's ``--sparsity`` was the fraction
 kept). The names below load lazily, so that a config check importing the option names imports no torch.
@@ -24,6 +26,24 @@ _WHERE = {
     "PRUNERS": "options",
     "check_sparsity": "options",
     "large_sparse": "options",
+    "FULL_FT": "options",
+    "parse_variant": "options",
+    "variant_name": "options",
+    # data (text classification tasks)
+    "TASKS": "data",
+    "TaskDataError": "data",
+    "read_offline_task": "data",
+    "read_task": "data",
+    "split_examples": "data",
+    "write_task": "data",
+    # train (classification loop)
+    "TrainConfig": "train",
+    "accuracy": "train",
+    "batch_order": "train",
+    "prepare_model": "train",
+    "run_classifier": "train",
+    "tokenizer_encoder": "train",
+    "train_classifier": "train",
     # modules
     "AdapterSpec": "modules",
     "BottleneckAdapter": "modules",

@@ -75,3 +75,61 @@ def large_sparse(bottleneck: int, k: int) -> tuple[int, float]:
     check_positive_int(bottleneck, "bottleneck")
     check_positive_int(k, "k")
     return bottleneck * k, 1.0 - 1.0 / k
+
+
+FULL_FT = "full_ft"  # the full fine-tuning reference row's variant name
+
+
+def variant_name(kind: str, pruner: str | None = None, sparsity: float = 0.0, k: int = 1) -> str:
+    """The name of one adapter run of the SparseAdapter stage (its results folder), e.g. ``houlsby_dense``,
+    ``houlsby_snip40`` (40% of the adapter weights removed by SNIP), ``houlsby_snip50_x2`` (Large-Sparse, width
+    x2), or :data:`FULL_FT` (``kind="full"``). Sparsity is written in whole percent.
+
+    Raises:
+        ConfigError (a ValueError): unknown kind or pruner, sparsity outside [0, 1) or not a whole percent,
+            ``k`` not a positive integer; names the key.
+    """
+    if kind == "full":
+        return FULL_FT
+    check_choice(kind, ADAPTER_KINDS, "kind")
+    check_positive_int(k, "k")
+    sparsity = check_sparsity(sparsity)
+    pct = round(sparsity * 100)
+    if abs(pct - sparsity * 100) > 1e-6:
+        raise ConfigError(f"sparsity={sparsity!r} must be a whole percent (e.g. 0.4) to name its run")
+    if pruner is None or pct == 0:
+        name = f"{kind}_dense"
+    else:
+        name = f"{kind}_{check_choice(pruner, PRUNERS, 'pruner')}{pct}"
+    return name if k == 1 else f"{name}_x{k}"
+
+
+def parse_variant(name: str) -> dict:
+    """Inverse of :func:`variant_name`: ``{"kind", "pruner", "sparsity", "k"}`` (``kind="full"``, pruner
+    None for :data:`FULL_FT`; pruner None and sparsity 0 for a dense adapter).
+
+    Raises:
+        ConfigError (a ValueError): the name is not ``<kind>_dense``, ``<kind>_<pruner><pct>[_x<k>]`` or
+            ``full_ft``; names it.
+    """
+    if name == FULL_FT:
+        return {"kind": "full", "pruner": None, "sparsity": 0.0, "k": 1}
+    parts = name.split("_")
+    k = 1
+    if len(parts) == 3 and parts[2].startswith("x") and parts[2][1:].isdigit():
+        k = int(parts[2][1:])
+        parts = parts[:2]
+    if len(parts) != 2 or parts[0] not in ADAPTER_KINDS or k < 1:
+        raise ConfigError(
+            f"adapter run {name!r}: not <kind>_dense, <kind>_<pruner><percent>[_x<k>] or {FULL_FT}"
+        )
+    kind, rest = parts
+    if rest == "dense":
+        return {"kind": kind, "pruner": None, "sparsity": 0.0, "k": k}
+    pruner = rest.rstrip("0123456789")
+    pct = rest[len(pruner) :]
+    if pruner not in PRUNERS or not pct or not 0 < int(pct) < 100:
+        raise ConfigError(
+            f"adapter run {name!r}: pruner must be one of {list(PRUNERS)} then a percent in 1..99"
+        )
+    return {"kind": kind, "pruner": pruner, "sparsity": int(pct) / 100, "k": k}
